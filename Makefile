@@ -1,0 +1,44 @@
+# recsys developer commands. `make demo` and `make test` install whatever is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+MLFLOW_URI ?= sqlite:///mlruns.db
+
+.PHONY: install demo test lint bench ui tune-dashboard clean
+
+install: $(STAMP)
+
+# torch goes in first, pinned to the CPU build on this machine's disk, so that nothing later
+# resolves `torch` to a multi-GB CUDA wheel.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/recsys demo --config configs/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check recsys pipelines tests bench
+	$(VENV)/bin/ruff format --check recsys pipelines tests bench
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) bench/bench_prepare.py
+	$(PY) bench/bench_train_epoch.py
+	$(PY) bench/bench_recommend.py
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The jobs layer: typed pipeline functions (prepare, train, evaluate, recommend, tune) and the CLI."""

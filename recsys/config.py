@@ -1,0 +1,339 @@
+"""Typed configuration, grouped by concern.
+
+Every section is a pydantic model with ``extra="forbid"`` so that a misspelt key fails on load with its
+dotted path, and every field carries a one-line description that doubles as documentation
+(``recsys config-help`` prints them). YAML files under ``configs/`` mirror these classes one to one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "CleaningConfig",
+    "ColumnsConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FullSoftmaxLoss",
+    "GBCELoss",
+    "InferenceConfig",
+    "LossConfig",
+    "MaskingConfig",
+    "ModelConfig",
+    "RecsysConfig",
+    "SampledSoftmaxLoss",
+    "SourceConfig",
+    "SplitConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "flatten",
+    "load_config",
+    "to_yaml",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not validate; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------------------------- data
+ReaderFormat = Literal[
+    "auto", "csv", "tsv", "parquet", "movielens_dat", "movielens_csv", "sasrec_txt", "recbole_inter"
+]
+
+
+class ColumnsConfig(_Section):
+    user: str = Field("user_id", description="Column holding the user id in the raw log.")
+    item: str = Field("item_id", description="Column holding the item id in the raw log.")
+    timestamp: str | None = Field(
+        "timestamp", description="Column holding the event time; null when order is implied by line order."
+    )
+    rating: str | None = Field(None, description="Optional rating column (used by cleaning.rating_threshold).")
+    event: str | None = Field(None, description="Optional event-type column (used by cleaning.event_types).")
+
+
+class SourceConfig(_Section):
+    path: Path = Field(Path("data/ml-latest-small/ratings.csv"), description="Interaction log to read.")
+    format: ReaderFormat = Field("auto", description="File format; `auto` sniffs it from name and content.")
+    has_header: bool | None = Field(None, description="Whether a CSV/TSV has a header line; null sniffs it.")
+    delimiter: str | None = Field(None, description="Field delimiter for CSV/TSV; null sniffs it.")
+    encoding: str | None = Field(
+        None, description="Text encoding; null means utf-8, or latin-1 for MovieLens .dat files."
+    )
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig, description="Raw column names.")
+
+
+class CleaningConfig(_Section):
+    null_ids: Literal["error", "drop"] = Field(
+        "error", description="Rows with a null user or item: fail with the row number, or drop them."
+    )
+    rating_threshold: float | None = Field(
+        None, description="Keep only rows with rating >= this (implicit feedback); null keeps all."
+    )
+    event_types: list[str] | None = Field(None, description="Keep only these event types; null keeps all.")
+    duplicates: Literal["keep_all", "keep_first", "keep_last"] = Field(
+        "keep_all", description="Repeated (user, item) pairs: keep all, the first, or the last occurrence."
+    )
+    min_user_interactions: int = Field(1, ge=1, description="k-core: minimum interactions per user.")
+    min_item_interactions: int = Field(1, ge=1, description="k-core: minimum interactions per item.")
+
+
+class SplitConfig(_Section):
+    kind: Literal["leave_one_out", "temporal"] = Field(
+        "leave_one_out",
+        description="leave_one_out: last item is test, second-to-last validation; temporal: global cutoffs.",
+    )
+    test_cutoff: float | None = Field(
+        None,
+        description="temporal: timestamp at/after which events are test; a value in (0,1) is a quantile.",
+    )
+    validation_cutoff: float | None = Field(
+        None, description="temporal: timestamp at/after which (and before test) events are validation."
+    )
+
+
+class DataConfig(_Section):
+    source: SourceConfig = Field(default_factory=SourceConfig, description="Where the raw log is.")
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Cleaning and filtering.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="How to split into train/val/test.")
+    unknown_ids: Literal["error", "drop"] = Field(
+        "error", description="At inference, ids missing from the vocabulary: fail or drop (and count)."
+    )
+    output_dir: Path = Field(Path("prepared/demo"), description="Prepared dataset directory.")
+
+
+# ---------------------------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    hidden_size: int = Field(64, ge=8, description="Embedding and Transformer width.")
+    n_layers: int = Field(2, ge=1, description="Number of Transformer encoder blocks.")
+    n_heads: int = Field(2, ge=1, description="Attention heads per block.")
+    ff_multiplier: int = Field(4, ge=1, description="Feed-forward width as a multiple of hidden_size.")
+    max_len: int = Field(200, ge=2, description="Longest input sequence (including an appended [MASK]).")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and sub-layers.")
+    attention_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on attention weights.")
+    norm_first: bool = Field(False, description="Pre-norm blocks (true) or post-norm as in BERT (false).")
+    tied_output: bool = Field(True, description="Score items with the input item embedding (tied).")
+    item_bias: bool = Field(True, description="Add a learned per-item bias to output scores.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class MaskingConfig(_Section):
+    mask_prob: float = Field(0.2, gt=0.0, le=1.0, description="Probability that an item is masked.")
+    replace_mask: float = Field(0.8, ge=0.0, le=1.0, description="Share of masked items shown as [MASK].")
+    replace_random: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share shown as a random item (the rest keep the original)."
+    )
+    last_item_prob: float = Field(
+        0.1, ge=0.0, le=1.0, description="Probability a sequence has only its last item masked."
+    )
+    window: Literal["recent", "sliding"] = Field(
+        "recent", description="Histories over max_len: most recent window, or sliding windows."
+    )
+    stride: int | None = Field(None, ge=1, description="Sliding-window stride; null means max_len.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> MaskingConfig:
+        if self.replace_mask + self.replace_random > 1.0 + 1e-9:
+            raise ValueError("replace_mask + replace_random must be <= 1")
+        return self
+
+
+class FullSoftmaxLoss(_Section):
+    kind: Literal["softmax"] = "softmax"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing for cross-entropy.")
+
+
+class SampledSoftmaxLoss(_Section):
+    kind: Literal["sampled_softmax"] = "sampled_softmax"
+    n_negatives: int = Field(256, ge=1, description="Negatives shared by the batch.")
+    sampling: Literal["uniform", "popularity"] = Field("uniform", description="Negative distribution.")
+    logq_correction: bool = Field(True, description="Subtract log sampling probability (logQ).")
+
+
+class GBCELoss(_Section):
+    kind: Literal["gbce"] = "gbce"
+    n_negatives: int = Field(256, ge=1, description="Uniform negatives per masked position.")
+    t: float = Field(0.75, ge=0.0, le=1.0, description="gBCE calibration parameter t (Petrov & Macdonald).")
+
+
+LossConfig = Annotated[FullSoftmaxLoss | SampledSoftmaxLoss | GBCELoss, Field(discriminator="kind")]
+
+
+class TrainConfig(_Section):
+    seed: int = Field(42, description="Seed for masking, initialisation, shuffling and sampling.")
+    batch_size: int = Field(128, ge=1, description="Sequences per batch.")
+    max_epochs: int = Field(50, ge=1, description="Upper bound on epochs.")
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    decay_exclude: bool = Field(
+        True, description="Exclude norms, biases and embeddings from weight decay."
+    )
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate decay after warm-up."
+    )
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
+    bucket_by_length: bool = Field(True, description="Batch sequences of similar length together.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    patience: int = Field(10, ge=1, description="Early stopping: epochs without val NDCG@10 gain.")
+    val_every_n_epochs: int = Field(1, ge=1, description="Validate every this many epochs.")
+    val_users: int | None = Field(None, ge=1, description="Validate on a fixed seeded sample of users.")
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "32", description="Lightning precision."
+    )
+    accelerator: str = Field("auto", description="Lightning accelerator (cpu, gpu, auto).")
+    devices: int | str = Field(1, description="Lightning devices.")
+    strategy: str = Field("auto", description="Lightning strategy (auto, ddp, ddp_spawn, ...).")
+    num_nodes: int = Field(1, ge=1, description="Lightning nodes.")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; null leaves the default.")
+    output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
+    progress_bar: bool = Field(True, description="Show a progress bar.")
+    max_time_minutes: float | None = Field(None, gt=0, description="Stop training after this long.")
+
+
+class EvalConfig(_Section):
+    ks: list[int] = Field([1, 5, 10, 20], description="Cut-offs for the ranking metrics.")
+    exclude_seen: bool = Field(True, description="Remove already-seen items from the ranking.")
+    sampled_negatives: int | None = Field(
+        None, ge=1, description="Sampled metrics with this many negatives (labelled sampled); null: none."
+    )
+    sampled_by: Literal["uniform", "popularity"] = Field("uniform", description="Sampled-metric negatives.")
+    batch_size: int = Field(512, ge=1, description="Users scored per batch.")
+    history_buckets: list[int] = Field(
+        [5, 10, 20, 50, 100, 200], description="Upper edges of history-length buckets for breakdowns."
+    )
+    popularity_buckets: int = Field(5, ge=1, description="Target-popularity quantile buckets.")
+
+
+class InferenceConfig(_Section):
+    k: int = Field(10, ge=1, description="Recommendations per user.")
+    batch_size: int = Field(1024, ge=1, description="Users scored per batch.")
+    exclude_seen: bool = Field(True, description="Never recommend an item already in the history.")
+    rows_per_part: int = Field(1_000_000, ge=1, description="Output rows per parquet part.")
+
+
+class TrackingConfig(_Section):
+    enabled: bool = Field(True, description="Track runs in MLflow.")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; null uses $MLFLOW_TRACKING_URI or sqlite:///mlruns.db.",
+    )
+    experiment: str = Field("recsys", description="MLflow experiment name.")
+    registered_model: str | None = Field(
+        None, description="Register the trained model under this name; null skips the registry."
+    )
+
+
+class RecsysConfig(_Section):
+    """The whole configuration; each pipeline reads the sections it needs."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    loss: LossConfig = Field(default_factory=FullSoftmaxLoss)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value as YAML so that ``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]`` work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a nested dict (a new dict is returned)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+                node[part] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return out
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecsysConfig:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
+        raw = loaded or {}
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        origin += " + --set overrides"
+    try:
+        return RecsysConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+
+
+def flatten(cfg: BaseModel, sep: str = ".") -> dict[str, Any]:
+    """Flat dotted view of a config (for ``mlflow.log_params`` and manifests)."""
+
+    def walk(prefix: str, value: Any, out: dict[str, Any]) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{sep}{k}" if prefix else str(k), v, out)
+        else:
+            out[prefix] = value
+
+    flat: dict[str, Any] = {}
+    walk("", cfg.model_dump(mode="json"), flat)
+    return flat
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (round-trips through ``load_config``)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
