@@ -58,7 +58,9 @@ class ColumnsConfig(_Section):
     timestamp: str | None = Field(
         "timestamp", description="Column holding the event time; null when order is implied by line order."
     )
-    rating: str | None = Field(None, description="Optional rating column (used by cleaning.rating_threshold).")
+    rating: str | None = Field(
+        None, description="Optional rating column (used by cleaning.rating_threshold)."
+    )
     event: str | None = Field(None, description="Optional event-type column (used by cleaning.event_types).")
 
 
@@ -71,6 +73,10 @@ class SourceConfig(_Section):
         None, description="Text encoding; null means utf-8, or latin-1 for MovieLens .dat files."
     )
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig, description="Raw column names.")
+    column_names: list[str] | None = Field(
+        None,
+        description="Field names of a headerless CSV/TSV, in file order; null: column_1, column_2, ...",
+    )
 
 
 class CleaningConfig(_Section):
@@ -101,6 +107,16 @@ class SplitConfig(_Section):
         None, description="temporal: timestamp at/after which (and before test) events are validation."
     )
 
+    @model_validator(mode="after")
+    def _temporal_cutoffs(self) -> SplitConfig:
+        if self.kind == "temporal" and self.test_cutoff is None:
+            raise ValueError("split.kind=temporal needs split.test_cutoff")
+        test, val = self.test_cutoff, self.validation_cutoff
+        # Only comparable when both are quantiles or both absolute; mixed pairs are checked once resolved.
+        if test is not None and val is not None and ((0 < test < 1) == (0 < val < 1)) and val > test:
+            raise ValueError("split.validation_cutoff must not be after split.test_cutoff")
+        return self
+
 
 class DataConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig, description="Where the raw log is.")
@@ -128,7 +144,9 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
         if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
+            )
         return self
 
 
@@ -180,9 +198,7 @@ class TrainConfig(_Section):
     max_epochs: int = Field(50, ge=1, description="Upper bound on epochs.")
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    decay_exclude: bool = Field(
-        True, description="Exclude norms, biases and embeddings from weight decay."
-    )
+    decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     schedule: Literal["constant", "linear", "cosine"] = Field(

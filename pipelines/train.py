@@ -1,0 +1,131 @@
+"""The ``train`` job: prepare (or reuse) the data, fit BERT4Rec, compare with baselines, track it all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.tracking import Tracker, log_learning_curve, tracked_run
+from recsys.config import RecsysConfig
+from recsys.data.pipeline import PrepareOutcome, prepare
+from recsys.data.prepared import PreparedDataset
+from recsys.evaluation.baselines import MostPopular, evaluate_scorer
+from recsys.inference.scoring import ModelScorer
+from recsys.training.fit import FitResult, dataset_fingerprint, fit
+
+__all__ = ["TrainResult", "dataset_name", "run", "validation_baselines"]
+
+BASELINE_KS = [10]
+
+
+def dataset_name(cfg: RecsysConfig) -> str:
+    """A short name for the dataset: the source's folder, or its file stem."""
+    path = Path(cfg.data.source.path)
+    generic = {"ratings", "interactions", "data", "train", "log"}
+    return path.parent.name if path.stem.lower() in generic and path.parent.name else path.stem
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``recsys train``."""
+
+    run_id: str | None
+    prepared: PrepareOutcome
+    fit: FitResult
+    model_val: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "prepared": str(self.prepared.path),
+            "prepared_reused": self.prepared.reused,
+            **self.fit.to_json(),
+            "validation": {"bert4rec": self.model_val, **self.baselines},
+        }
+
+    def summary(self) -> str:
+        f = self.fit
+        lines = [
+            f"trained {f.epochs} epoch(s) in {f.seconds:.1f} s; best epoch {f.best_epoch}"
+            + (" (early stopping)" if f.stopped_early else ""),
+            f"model bundle: {f.bundle_path}",
+            "",
+            f"{'validation':<16}{'NDCG@10':>10}{'HR@10':>10}",
+        ]
+        rows = {"bert4rec": self.model_val, **self.baselines}
+        for name, m in rows.items():
+            lines.append(
+                f"{name:<16}{m.get('ndcg@10', float('nan')):>10.4f}{m.get('hr@10', float('nan')):>10.4f}"
+            )
+        if self.run_id:
+            lines.append(f"\nMLflow run: {self.run_id}")
+        return "\n".join(lines)
+
+
+def validation_baselines(dataset: PreparedDataset, batch_size: int = 1024) -> dict[str, dict[str, float]]:
+    """Most-popular on the validation targets, scored by the same metric code as the model."""
+    counts = dataset.item_counts()
+    result = evaluate_scorer(
+        MostPopular(counts, dataset.n_items),
+        dataset.history("validation"),
+        dataset.targets("validation"),
+        ks=BASELINE_KS,
+        n_items=dataset.n_items,
+        item_counts=counts,
+        batch_size=batch_size,
+    )
+    return {"most_popular": result.metrics}
+
+
+def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitResult) -> dict[str, float]:
+    result = evaluate_scorer(
+        ModelScorer(fitted.module.model),
+        dataset.history("validation"),
+        dataset.targets("validation"),
+        ks=BASELINE_KS,
+        n_items=dataset.n_items,
+        item_counts=dataset.item_counts(),
+        batch_size=cfg.eval.batch_size,
+        max_len=cfg.model.max_len - 1,
+    )
+    return result.metrics
+
+
+def _log_results(tracker: Tracker, result: TrainResult) -> None:
+    for name, metrics in {"bert4rec": result.model_val, **result.baselines}.items():
+        tracker.log_metrics({f"val.{name}.{k}": v for k, v in metrics.items()})
+    tracker.log_metrics(
+        {
+            "best_epoch": result.fit.best_epoch,
+            "epochs": result.fit.epochs,
+            "train_seconds": result.fit.seconds,
+        }
+    )
+    log_learning_curve(tracker, result.fit.history)
+    tracker.log_dict({"history": result.fit.history}, "history.json")
+    if result.fit.bundle_path is not None:
+        tracker.log_artifact(result.fit.bundle_path, "bundle")
+
+
+def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
+    """Prepare the data (reused when unchanged), train, validate against baselines, log to MLflow."""
+    with tracked_run(cfg, "train", dataset=dataset_name(cfg)) as tracker:
+        outcome = prepare(cfg.data)
+        dataset = PreparedDataset.load(outcome.path)
+        tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=cfg.data.source.path)
+        for name in ("report.json", "seq_length_hist.png"):
+            if (outcome.path / name).is_file():
+                tracker.log_artifact(outcome.path / name, "data")
+        logger = tracker.lightning_logger()
+        fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [])
+        result = TrainResult(
+            run_id=tracker.run_id,
+            prepared=outcome,
+            fit=fitted,
+            model_val=_model_validation(cfg, dataset, fitted),
+            baselines=validation_baselines(dataset),
+        )
+        _log_results(tracker, result)
+        return result

@@ -1,0 +1,348 @@
+"""The prepared dataset directory: layout, manifest, fingerprint, atomic write, reuse and loading.
+
+Layout (``FORMAT_VERSION`` 1)::
+
+    <output_dir>/
+      manifest.json          format version, resolved data config, input fingerprint, counts, file sizes
+      interactions.parquet   user (Int32), item (Int32), timestamp, row (UInt32), split (Int8),
+                             sorted by (user, timestamp, row); split: 0 train, 1 validation, 2 test
+      users.parquet          index (Int32, 0..n_users-1), id (original user id)
+      items.parquet          index (Int32, 1..n_items), id (original item id)
+      report.json, report.txt, seq_length_hist.png   the data report
+
+The manifest is written last, so a directory without one is incomplete; the whole directory is written
+beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+import numpy as np
+import polars as pl
+
+import recsys
+from recsys.config import DataConfig
+from recsys.data.columns import ITEM, SPLIT, SPLIT_CODES, TEST, TRAIN, USER, SplitName
+from recsys.data.errors import PreparedDatasetError
+from recsys.data.report import format_table, plot_lengths
+from recsys.data.sequences import Sequences
+from recsys.data.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from recsys.data.pipeline import Built
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Fingerprint",
+    "PreparedDataset",
+    "check_target",
+    "config_key",
+    "find_reusable",
+    "fingerprint",
+    "make_manifest",
+    "write_prepared",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INTERACTIONS = "interactions.parquet"
+USERS = "users.parquet"
+ITEMS = "items.parquet"
+REPORT_JSON = "report.json"
+REPORT_TXT = "report.txt"
+HISTOGRAM = "seq_length_hist.png"
+# lz4 writes almost as fast as no compression and halves the files; zstd costs ~2x the write time.
+_COMPRESSION = "lz4"
+_HASH_CHUNK = 1 << 22
+
+
+# ------------------------------------------------------------------------------------------ fingerprint
+@dataclass(frozen=True)
+class Fingerprint:
+    """Identity of an input file: size, modification time and (optionally) SHA-256 of its bytes.
+
+    SHA-256 rather than BLAKE2b: with the CPU's SHA extensions it hashes ~1.2 GB/s here, 2-3x faster
+    than ``hashlib.blake2b`` (measured on the 500 MB benchmark CSV: 0.43 s vs 1.0 s).
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def fingerprint(path: Path, *, with_hash: bool = True) -> Fingerprint:
+    """Size and mtime of ``path``, plus the SHA-256 of its bytes when ``with_hash``."""
+    stat = path.stat()
+    digest = None
+    if with_hash:
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return Fingerprint(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest)
+
+
+def config_key(cfg: DataConfig) -> str:
+    """Hash of the settings that change the prepared data (not the paths, not inference options)."""
+    relevant = cfg.model_dump(mode="json", exclude={"output_dir": True, "unknown_ids": True})
+    relevant["source"].pop("path", None)
+    text = json.dumps({"format_version": FORMAT_VERSION, "config": relevant}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ manifest
+def make_manifest(cfg: DataConfig, built: Built, source_fp: Fingerprint) -> dict[str, Any]:
+    """The manifest of a freshly built dataset (``files`` is filled in when written)."""
+    split = built.split
+    return {
+        "format_version": FORMAT_VERSION,
+        "recsys_version": recsys.__version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(mode="json"),
+        "config_key": config_key(cfg),
+        "source": {**built.source.to_json(), "fingerprint": source_fp.to_json()},
+        "counts": {
+            "input_rows": built.input_rows,
+            "users": len(built.users),
+            "items": len(built.items),
+            "interactions": built.interactions.height,
+            "train": split.train_rows,
+            "validation": split.validation_rows,
+            "test": split.test_rows,
+        },
+        "split": split.to_json(),
+        "vocabulary_order": "sorted original id",
+        "files": {},
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PreparedDatasetError(f"cannot read {path.name} ({exc})", path=path) from None
+    if not isinstance(data, dict):
+        raise PreparedDatasetError(f"{path.name} is not a JSON object", path=path)
+    return data
+
+
+def _check_files(directory: Path, manifest: dict[str, Any]) -> None:
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise PreparedDatasetError("manifest lists no files", path=directory / MANIFEST, column="files")
+    for name, size in files.items():
+        file = directory / name
+        if not file.is_file():
+            raise PreparedDatasetError(f"{name} is missing", path=directory, expected="every file in the manifest")
+        if file.stat().st_size != size:
+            raise PreparedDatasetError(
+                f"{name} has {file.stat().st_size} bytes, the manifest says {size}",
+                path=file,
+                expected="the file as written (the directory was modified or is corrupt)",
+            )
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Read and check the manifest of a prepared directory (version and files)."""
+    if not directory.is_dir():
+        raise PreparedDatasetError(
+            "prepared dataset directory not found",
+            path=directory,
+            expected="a directory written by `recsys prepare`",
+        )
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise PreparedDatasetError(
+            f"no {MANIFEST}: not a prepared dataset, or its write was interrupted",
+            path=directory,
+            expected="a directory written by `recsys prepare` (run it again)",
+        )
+    manifest = _read_json(manifest_path)
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PreparedDatasetError(
+            f"format_version {version!r}",
+            path=manifest_path,
+            expected=f"format_version {FORMAT_VERSION} (prepare the dataset again)",
+        )
+    _check_files(directory, manifest)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------ reuse/write
+def check_target(target: Path) -> None:
+    """Refuse to replace something that is not a prepared dataset (a file, or a foreign directory)."""
+    if target.exists() and not target.is_dir():
+        raise PreparedDatasetError("output_dir exists and is not a directory", path=target)
+    if target.is_dir() and not (target / MANIFEST).is_file() and any(target.iterdir()):
+        raise PreparedDatasetError(
+            "output_dir is a non-empty directory that is not a prepared dataset; refusing to replace it",
+            path=target,
+            expected="a new or prepared-dataset directory",
+        )
+
+
+def find_reusable(target: Path, cfg: DataConfig, quick: Fingerprint) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(manifest, report) of ``target`` if it was prepared from the same input with the same config.
+
+    Same input: same size and mtime (no hashing needed), or same size and same SHA-256.
+    """
+    try:
+        manifest = read_manifest(target)
+        report = _read_json(target / REPORT_JSON)
+    except PreparedDatasetError:
+        return None
+    if manifest.get("config_key") != config_key(cfg):
+        return None
+    old = manifest.get("source", {}).get("fingerprint", {})
+    if old.get("size") != quick.size:
+        return None
+    if old.get("mtime_ns") != quick.mtime_ns:
+        if fingerprint(cfg.source.path, with_hash=True).sha256 != old.get("sha256"):
+            return None
+    return manifest, report
+
+
+def _write_files(directory: Path, built: Built, manifest: dict[str, Any], report: dict[str, Any], plot: bool) -> None:
+    built.interactions.write_parquet(directory / INTERACTIONS, compression=_COMPRESSION)
+    built.users.save(directory / USERS)
+    built.items.save(directory / ITEMS)
+    (directory / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (directory / REPORT_TXT).write_text(format_table(report) + "\n", encoding="utf-8")
+    if plot:
+        plot_lengths(built.user_lengths(), directory / HISTOGRAM)
+    manifest["files"] = {p.name: p.stat().st_size for p in sorted(directory.iterdir())}
+    # Last: a directory with a manifest is complete.
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def write_prepared(
+    target: Path, built: Built, manifest: dict[str, Any], report: dict[str, Any], *, plot: bool = True
+) -> None:
+    """Write the dataset into a temporary sibling directory, then rename it over ``target``.
+
+    An existing prepared directory is moved aside first and deleted after the rename, so ``target`` is
+    always either the old complete dataset or the new one. On any error the temporary directory is
+    removed and ``target`` is untouched.
+    """
+    check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        # mkdtemp creates 0700; a dataset directory should be as readable as any other output.
+        staging.chmod(0o755)
+        _write_files(staging, built, manifest, report, plot)
+        if target.exists():
+            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, retired)
+            os.rename(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------ loading
+class PreparedDataset:
+    """A prepared dataset directory, loaded (see the module docstring for the layout).
+
+    Histories include **every** user (``len == n_users``), with an empty sequence for users who have no
+    events in that history (e.g. users whose only events are validation/test targets); targets include
+    only users who have a target.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], users: Vocabulary, items: Vocabulary) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.users = users
+        self.items = items
+        self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> PreparedDataset:
+        """Open a prepared directory; raise :class:`PreparedDatasetError` if missing or corrupt."""
+        directory = Path(path)
+        manifest = read_manifest(directory)
+        users = Vocabulary.load(directory / USERS)
+        items = Vocabulary.load(directory / ITEMS)
+        counts = manifest.get("counts", {})
+        if counts.get("users") != len(users) or counts.get("items") != len(items):
+            raise PreparedDatasetError(
+                f"vocabularies have {len(users)} users / {len(items)} items, the manifest says "
+                f"{counts.get('users')} / {counts.get('items')}",
+                path=directory,
+            )
+        return cls(directory, manifest, users, items)
+
+    @property
+    def n_users(self) -> int:
+        """Number of users (indices 0..n_users-1)."""
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items (indices 1..n_items; 0 is PAD, n_items+1 is MASK)."""
+        return len(self.items)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The data report (``report.json``)."""
+        return _read_json(self.path / REPORT_JSON)
+
+    def interactions(self) -> pl.LazyFrame:
+        """Every encoded interaction: user, item, timestamp, row (original data row), split."""
+        return pl.scan_parquet(self.path / INTERACTIONS)
+
+    def _load_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._columns is None:
+            try:
+                frame = pl.read_parquet(self.path / INTERACTIONS, columns=[USER, ITEM, SPLIT])
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise PreparedDatasetError(f"cannot read {INTERACTIONS} ({exc})", path=self.path) from None
+            self._columns = (frame[USER].to_numpy(), frame[ITEM].to_numpy(), frame[SPLIT].to_numpy())
+        return self._columns
+
+    def history(self, split: SplitName) -> Sequences:
+        """Model input for ``split``: train and validation -> training events; test -> train + validation.
+
+        Never contains an event that is a target of ``split`` (or of a later split).
+        """
+        _check_split(split, get_args(SplitName))
+        users, items, tags = self._load_columns()
+        mask = tags == TRAIN if split in ("train", "validation") else tags != TEST
+        return Sequences.from_sorted(users[mask], items[mask], n_users=self.n_users)
+
+    def targets(self, split: SplitName) -> Sequences:
+        """The events to predict for ``split`` (validation or test); users without a target are absent."""
+        _check_split(split, ("validation", "test"))
+        users, items, tags = self._load_columns()
+        mask = tags == SPLIT_CODES[split]
+        return Sequences.from_sorted(users[mask], items[mask])
+
+    def item_counts(self) -> np.ndarray:
+        """int64[n_items + 2]: training interactions per item index; PAD (0) and MASK (n_items+1) are 0."""
+        _, items, tags = self._load_columns()
+        return np.bincount(items[tags == TRAIN], minlength=self.n_items + 2).astype(np.int64)
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({str(self.path)!r}, users={self.n_users}, items={self.n_items})"
+
+
+def _check_split(split: str, allowed: tuple[str, ...]) -> None:
+    if split not in allowed:
+        raise ValueError(f"split must be one of {allowed}, got {split!r}")
+

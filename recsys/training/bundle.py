@@ -1,0 +1,178 @@
+"""The model bundle: everything needed to score users, and nothing that executes code on load.
+
+Layout of a bundle directory::
+
+    manifest.json          format version, sizes and SHA-256 of every other file, counts, fingerprint
+    config.json            the resolved RecsysConfig
+    weights.safetensors    model state dict
+    stats.safetensors      training item counts (popularity; baselines, novelty, filters)
+    users.parquet          user vocabulary
+    items.parquet          item vocabulary
+
+Weights are safetensors (no pickle). Every file is hashed in the manifest and checked on load, so a
+tampered or truncated bundle is refused with the name of the offending file. Bundles are written into
+a temporary sibling directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from recsys import __version__
+from recsys.config import RecsysConfig
+from recsys.data.vocab import Vocabulary
+from recsys.model.bert4rec import BERT4Rec
+
+__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleError", "load_bundle", "save_bundle"]
+
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+_FILES = ("config.json", "weights.safetensors", "stats.safetensors", "users.parquet", "items.parquet")
+
+
+class BundleError(ValueError):
+    """A model bundle that is missing, incomplete, tampered with or of an unknown format."""
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle; ``model`` is in eval mode on the CPU."""
+
+    path: Path
+    model: BERT4Rec
+    config: RecsysConfig
+    users: Vocabulary
+    items: Vocabulary
+    item_counts: np.ndarray
+    manifest: dict[str, Any]
+
+    @property
+    def n_items(self) -> int:
+        return int(self.manifest["n_items"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest.get("data_fingerprint", ""))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_bundle(
+    path: str | Path,
+    model: BERT4Rec,
+    config: RecsysConfig,
+    users: Vocabulary,
+    items: Vocabulary,
+    item_counts: np.ndarray,
+    *,
+    data_fingerprint: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle atomically to ``path`` (replacing an existing bundle there)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "weights.safetensors"))
+        save_file(
+            {"item_counts": torch.as_tensor(np.asarray(item_counts, dtype=np.int64))},
+            str(tmp / "stats.safetensors"),
+        )
+        (tmp / "config.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
+        users.save(tmp / "users.parquet")
+        items.save(tmp / "items.parquet")
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "recsys_version": __version__,
+            "n_items": int(model.n_items),
+            "n_users": len(users),
+            "data_fingerprint": data_fingerprint,
+            "files": {
+                name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in _FILES
+            },
+            **(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and verify a bundle; raises :class:`BundleError` naming the problem and the file."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"model bundle not found: {root} (expected a directory written by `recsys train`)")
+    manifest_path = root / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{manifest_path}: missing; {root} is not a recsys model bundle") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc}); the bundle is damaged") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{manifest_path}: bundle format {manifest.get('format')!r}, expected {BUNDLE_FORMAT}"
+        )
+    files = manifest.get("files", {})
+    for name in _FILES:
+        file = root / name
+        if name not in files:
+            raise BundleError(f"{manifest_path}: no checksum for {name}; the manifest is damaged")
+        if not file.is_file():
+            raise BundleError(f"{file}: missing from the bundle")
+        size = file.stat().st_size
+        if size != files[name]["bytes"]:
+            raise BundleError(
+                f"{file}: {size} bytes, manifest says {files[name]['bytes']} (truncated or altered)"
+            )
+        if _sha256(file) != files[name]["sha256"]:
+            raise BundleError(f"{file}: SHA-256 does not match the manifest (tampered or corrupted)")
+    try:
+        config = RecsysConfig.model_validate_json((root / "config.json").read_text(encoding="utf-8"))
+        state = load_file(str(root / "weights.safetensors"))
+        stats = load_file(str(root / "stats.safetensors"))
+    except (SafetensorError, ValueError) as exc:
+        raise BundleError(f"{root}: cannot read bundle contents: {exc}") from None
+    model = BERT4Rec(int(manifest["n_items"]), config.model)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{root / 'weights.safetensors'}: weights do not fit the config: {exc}") from None
+    model.eval()
+    return Bundle(
+        path=root,
+        model=model,
+        config=config,
+        users=Vocabulary.load(root / "users.parquet"),
+        items=Vocabulary.load(root / "items.parquet"),
+        item_counts=stats["item_counts"].numpy(),
+        manifest=manifest,
+    )

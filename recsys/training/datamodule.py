@@ -1,0 +1,339 @@
+"""Lightning data module: windows over user histories, length-bucketed batches, seeded masking.
+
+Every random choice in an epoch (window order, batch composition; masks are drawn in the module) is
+a function of ``(seed, epoch, batch index)`` only. That is what makes a run resumed from the last
+epoch checkpoint after a crash end at exactly the metrics of an uninterrupted run, and what lets DDP
+ranks agree on the batch plan without communicating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from recsys.config import EvalConfig, MaskingConfig, ModelConfig, TrainConfig
+from recsys.data.prepared import PreparedDataset
+from recsys.data.sequences import Sequences
+from recsys.model.masking import windows
+
+__all__ = [
+    "EpochPermutation",
+    "EvalBatch",
+    "LengthBucketSampler",
+    "SequenceDataModule",
+    "TrainBatch",
+    "build_windows",
+    "left_pad",
+]
+
+
+@dataclass
+class TrainBatch:
+    """Training windows, left-padded to the longest window in the batch (masked in the module)."""
+
+    items: torch.Tensor  # [B, L] item ids, PAD = 0 on the left
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+
+@dataclass
+class EvalBatch:
+    """Histories to score and the targets to find, for validation/test/recommendation."""
+
+    users: torch.Tensor  # [B] user indices
+    history: torch.Tensor  # [B, L] model input: the most recent max_len-1 items, left-padded
+    seen: torch.Tensor  # [B, S] every item of the history (for exclusion), left-padded
+    targets: torch.Tensor  # [B, T] target items, right-padded with 0
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+def left_pad(rows: Sequence[np.ndarray], width: int | None = None) -> torch.Tensor:
+    """Stack 1-d int arrays into ``[len(rows), width]``, right-aligned (PAD = 0 on the left)."""
+    width = max((len(r) for r in rows), default=1) if width is None else width
+    out = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
+    for i, r in enumerate(rows):
+        if len(r):
+            out[i, width - len(r) :] = r[-width:] if len(r) > width else r
+    return torch.from_numpy(out)
+
+
+def _right_pad(rows: Sequence[np.ndarray]) -> torch.Tensor:
+    width = max((len(r) for r in rows), default=1)
+    out = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def build_windows(seqs: Sequences, max_len: int, masking: MaskingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """All training windows as ``(starts, ends)`` into ``seqs.items``.
+
+    Sequences with fewer than two items carry no learnable signal for masked prediction of a
+    neighbour-conditioned item and are still kept (a single item can be masked; its context is empty).
+    """
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    offsets = seqs.offsets
+    lengths = np.diff(offsets)
+    short = lengths <= max_len
+    # Most sequences fit: vectorise them, loop only over the long ones.
+    starts.append(offsets[:-1][short & (lengths > 0)])
+    ends.append(offsets[1:][short & (lengths > 0)])
+    for i in np.flatnonzero(~short):
+        for s, e in windows(int(lengths[i]), max_len, masking.window, masking.stride):
+            starts.append(np.array([offsets[i] + s], dtype=np.int64))
+            ends.append(np.array([offsets[i] + e], dtype=np.int64))
+    return np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
+
+
+class EpochPermutation(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)``; Lightning calls ``set_epoch``."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, stream])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.rng(0).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of windows of similar length, reshuffled every epoch.
+
+    The window order comes from ``sampler`` (an :class:`EpochPermutation`, which Lightning re-seeds
+    through ``batch_sampler.sampler.set_epoch`` at every epoch start). The order is cut into pools of
+    ``pool_batches`` batches, sorted by length inside each pool and cut into batches; the batch order is
+    then shuffled. Under DDP each rank takes every ``world_size``-th batch of the same plan (trimmed so
+    every rank gets the same count).
+    """
+
+    def __init__(
+        self,
+        sampler: EpochPermutation,
+        lengths: np.ndarray,
+        batch_size: int,
+        *,
+        bucket: bool = True,
+        pool_batches: int = 64,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.sampler = sampler
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.bucket = bucket
+        self.pool = pool_batches * batch_size
+        self.rank = rank
+        self.world_size = world_size
+
+    def plan(self) -> list[np.ndarray]:
+        """Every batch of the current epoch, for all ranks."""
+        order = np.fromiter(iter(self.sampler), dtype=np.int64, count=len(self.sampler))
+        batches: list[np.ndarray] = []
+        for p in range(0, len(order), self.pool):
+            pool = order[p : p + self.pool]
+            if self.bucket:
+                pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(pool[b : b + self.batch_size] for b in range(0, len(pool), self.batch_size))
+        perm = self.sampler.rng(1).permutation(len(batches))
+        batches = [batches[i] for i in perm]
+        return batches[: len(batches) - len(batches) % self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self.plan()[self.rank :: self.world_size]:
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        if self.bucket:
+            # pools are cut separately, so each pool may end with a partial batch
+            n_batches = sum(-(-min(self.pool, n - p) // self.batch_size) for p in range(0, n, self.pool))
+        else:
+            n_batches = -(-n // self.batch_size)
+        return (n_batches - n_batches % self.world_size) // self.world_size
+
+
+class _WindowDataset(Dataset[np.ndarray]):
+    def __init__(self, items: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.items, self.starts, self.ends = items, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.items[self.starts[i] : self.ends[i]]
+
+
+def _pad_collate(rows: list[np.ndarray]) -> TrainBatch:
+    return TrainBatch(items=left_pad(rows))
+
+
+class _EvalDataset(Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class EvalCollate:
+    """Builds :class:`EvalBatch` from row indices into aligned history/target CSR arrays."""
+
+    def __init__(
+        self, users: np.ndarray, history: Sequences, targets: Sequences | None, max_len: int
+    ) -> None:
+        self.users = users
+        self.history = history
+        self.targets = targets
+        self.max_len = max_len
+
+    def __call__(self, idx: list[int]) -> EvalBatch:
+        hist = [self.history.get(i) for i in idx]
+        tgts = [self.targets.get(i) for i in idx] if self.targets is not None else [np.zeros(0)] * len(idx)
+        return EvalBatch(
+            users=torch.as_tensor(self.users[idx], dtype=torch.long),
+            history=left_pad([h[-(self.max_len - 1) :] for h in hist]),
+            seen=left_pad(hist),
+            targets=_right_pad(tgts),
+        )
+
+
+def align_targets(history: Sequences, targets: Sequences) -> tuple[np.ndarray, Sequences, Sequences]:
+    """History rows re-ordered to match ``targets.users``; a user with no history gets an empty one."""
+    n_hist = len(history.users)
+    pos = np.searchsorted(history.users, targets.users)
+    pos_c = np.minimum(pos, max(n_hist - 1, 0))
+    found = (pos < n_hist) & (history.users[pos_c] == targets.users) if n_hist else np.zeros(len(pos), bool)
+    lengths = np.where(found, np.diff(history.offsets)[pos_c] if n_hist else 0, 0).astype(np.int64)
+    offsets = np.zeros(len(targets.users) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    starts = history.offsets[pos_c] if n_hist else np.zeros(len(pos), np.int64)
+    # gather every history slice at once: position k of row j reads starts[j] + k
+    gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    items = history.items[gather].astype(np.int32, copy=False)
+    return targets.users, Sequences(users=targets.users, offsets=offsets, items=items), targets
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Training windows from ``history('train')``; validation on ``targets('validation')``."""
+
+    def __init__(
+        self,
+        dataset: PreparedDataset,
+        model: ModelConfig,
+        masking: MaskingConfig,
+        train: TrainConfig,
+        evaluation: EvalConfig,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.model_cfg = model
+        self.masking = masking
+        self.train_cfg = train
+        self.eval_cfg = evaluation
+        self._sampler: LengthBucketSampler | None = None
+        self._windows: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- training ---------------------------------------------------------------------------------
+    def _train_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._windows is None:
+            self._windows = build_windows(self.dataset.history("train"), self.model_cfg.max_len, self.masking)
+        return self._windows
+
+    def n_train_tokens(self) -> int:
+        starts, ends = self._train_windows()
+        return int((ends - starts).sum())
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        starts, ends = self._train_windows()
+        lengths = ends - starts
+        return len(
+            LengthBucketSampler(
+                EpochPermutation(len(lengths), self.train_cfg.seed),
+                lengths,
+                self.train_cfg.batch_size,
+                bucket=self.train_cfg.bucket_by_length,
+                world_size=world_size,
+            )
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        starts, ends = self._train_windows()
+        trainer = self._trainer_or_none()
+        rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        lengths = ends - starts
+        self._sampler = LengthBucketSampler(
+            EpochPermutation(len(lengths), self.train_cfg.seed),
+            lengths,
+            self.train_cfg.batch_size,
+            bucket=self.train_cfg.bucket_by_length,
+            rank=rank,
+            world_size=world,
+        )
+        epoch = trainer.current_epoch if trainer is not None else 0
+        self.set_epoch(epoch)
+        return DataLoader(
+            _WindowDataset(self.dataset.history("train").items, starts, ends),
+            batch_sampler=self._sampler,
+            collate_fn=_pad_collate,
+            num_workers=self.train_cfg.num_workers,
+            persistent_workers=False,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseeds the batch plan for ``epoch`` (called at every epoch start)."""
+        if self._sampler is not None:
+            self._sampler.sampler.set_epoch(epoch)
+
+    def _trainer_or_none(self) -> pl.Trainer | None:
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def eval_dataloader(self, split: str, users_limit: int | None = None) -> DataLoader[Any]:
+        """Batches of (history, seen, targets) for ``split`` in {"validation", "test"}."""
+        users, history, targets = align_targets(self.dataset.history(split), self.dataset.targets(split))  # type: ignore[arg-type]
+        index = np.arange(len(users))
+        if users_limit is not None and users_limit < len(users):
+            rng = np.random.default_rng(self.train_cfg.seed)
+            index = np.sort(rng.choice(len(users), size=users_limit, replace=False))
+        trainer = self._trainer_or_none()
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        index = index[rank::world]
+        collate = EvalCollate(users, history, targets, self.model_cfg.max_len)
+        return DataLoader(
+            _EvalDataset(len(users)),
+            sampler=index.tolist(),
+            batch_size=self.eval_cfg.batch_size,
+            collate_fn=collate,
+            num_workers=0,
+        )
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self.eval_dataloader("validation", self.train_cfg.val_users)

@@ -1,0 +1,221 @@
+"""``fit()``: train BERT4Rec on a prepared dataset with Lightning and write the model bundle.
+
+Library-level (no MLflow, no CLI): the ``train`` pipeline wraps it with tracking, the tuner calls it
+per trial, a notebook calls it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import Logger
+
+from recsys.config import RecsysConfig
+from recsys.data.prepared import PreparedDataset
+from recsys.training.bundle import save_bundle
+from recsys.training.datamodule import SequenceDataModule
+from recsys.training.module import BERT4RecModule, metric_key
+
+__all__ = ["MONITOR", "EpochHistory", "FitResult", "dataset_fingerprint", "fit"]
+
+MONITOR = metric_key("val", "ndcg@10")
+
+
+@dataclass
+class FitResult:
+    """What a training run produced."""
+
+    bundle_path: Path | None
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    best_val: dict[str, float]
+    best_epoch: int
+    epochs: int
+    history: list[dict[str, float]]
+    seconds: float
+    module: BERT4RecModule = field(repr=False)
+    stopped_early: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle_path) if self.bundle_path else None,
+            "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 2),
+            "stopped_early": self.stopped_early,
+        }
+
+
+class EpochHistory(Callback):
+    """Collects one record per epoch (train loss, lr, validation metrics, speed).
+
+    Kept in the checkpoint so a resumed run reports the whole learning curve.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        record: dict[str, float] = {"epoch": float(trainer.current_epoch)}
+        for key in (MONITOR, metric_key("val", "hr@10")):
+            if key in metrics:
+                record[key] = metrics[key]
+        if isinstance(pl_module, BERT4RecModule):
+            record["epoch_seconds"] = pl_module.epoch_seconds
+            record["epoch_tokens_per_s"] = pl_module.epoch_tokens_per_s
+            if pl_module.epoch_loss is not None:
+                record["train_loss"] = pl_module.epoch_loss
+        if trainer.optimizers:
+            record["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.records.append(record)
+        for logger in trainer.loggers:
+            logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=trainer.current_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": self.records}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.records = list(state_dict.get("records", []))
+
+
+def dataset_fingerprint(dataset: PreparedDataset) -> str:
+    """Identity of the training data: the source file's fingerprint plus the data-config key."""
+    manifest = dataset.manifest
+    payload = {"source": manifest.get("source", {}).get("fingerprint"), "config": manifest.get("config_key")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _load_weights(module: BERT4RecModule, checkpoint: Path) -> None:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+
+
+def fit(
+    cfg: RecsysConfig,
+    dataset: PreparedDataset,
+    *,
+    resume: bool = False,
+    loggers: Sequence[Logger] = (),
+    callbacks: Sequence[Callback] = (),
+    write_bundle: bool = True,
+) -> FitResult:
+    """Train on ``dataset.history('train')``, validate every epoch, keep best and last checkpoints.
+
+    With ``resume=True`` training continues from ``<output_dir>/checkpoints/last.ckpt`` (if present);
+    because batches, masks and dropout are seeded per epoch, the result equals an uninterrupted run.
+    """
+    tcfg = cfg.train
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    out = Path(tcfg.output_dir)
+    ckpt_dir = out / "checkpoints"
+    datamodule = SequenceDataModule(dataset, cfg.model, cfg.masking, tcfg, cfg.eval)
+    world = _world_size(tcfg)
+    steps_per_epoch = datamodule.train_batches_per_epoch(world)
+    module = BERT4RecModule(
+        dataset.n_items, cfg, dataset.item_counts(), total_steps=max(1, steps_per_epoch * tcfg.max_epochs)
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=MONITOR,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,  # after validation and EpochHistory: the epoch is complete
+    )
+    history = EpochHistory()
+    all_callbacks: list[Callback] = [
+        checkpoint,
+        EarlyStopping(monitor=MONITOR, mode="max", patience=tcfg.patience, check_on_train_epoch_end=False),
+        history,
+        *callbacks,
+    ]
+    if tcfg.progress_bar:
+        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 50)))
+    trainer = pl.Trainer(
+        max_epochs=tcfg.max_epochs,
+        max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        strategy=tcfg.strategy,
+        num_nodes=tcfg.num_nodes,
+        precision=tcfg.precision,
+        gradient_clip_val=tcfg.grad_clip,
+        check_val_every_n_epoch=tcfg.val_every_n_epochs,
+        num_sanity_val_steps=0,
+        callbacks=all_callbacks,
+        logger=list(loggers) if loggers else False,
+        enable_progress_bar=tcfg.progress_bar,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
+        deterministic=False,
+        default_root_dir=str(out),
+    )
+    last = ckpt_dir / "last.ckpt"
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    seconds = time.perf_counter() - t0
+
+    best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if best_path is not None and best_path.is_file():
+        _load_weights(module, best_path)
+    if not history.records and last.is_file():
+        # ddp_spawn trains in child processes: the parent's callback never saw an epoch, but the
+        # last checkpoint carries the history.
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        history.load_state_dict(state.get("callbacks", {}).get(history.state_key, {}))
+    best_val: dict[str, float] = {}
+    best_epoch = -1
+    if history.records:
+        scored = [r for r in history.records if MONITOR in r]
+        if scored:
+            best = max(scored, key=lambda r: r[MONITOR])
+            best_val = {k: v for k, v in best.items() if k.startswith("val_")}
+            best_epoch = int(best["epoch"])
+    bundle_path: Path | None = None
+    if write_bundle and trainer.is_global_zero:
+        bundle_path = save_bundle(
+            out / "model",
+            module.model,
+            cfg,
+            dataset.users,
+            dataset.items,
+            dataset.item_counts(),
+            data_fingerprint=dataset_fingerprint(dataset),
+            extra={"best_val": best_val, "best_epoch": best_epoch},
+        )
+    stopped = bool(trainer.early_stopping_callback and trainer.early_stopping_callback.stopped_epoch > 0)
+    return FitResult(
+        bundle_path=bundle_path,
+        best_checkpoint=best_path,
+        last_checkpoint=last,
+        best_val=best_val,
+        best_epoch=best_epoch,
+        epochs=max(trainer.current_epoch, len(history.records)),
+        history=history.records,
+        seconds=seconds,
+        module=module,
+        stopped_early=stopped,
+    )
+
+
+def _world_size(tcfg: Any) -> int:
+    devices = tcfg.devices
+    n = devices if isinstance(devices, int) and devices > 0 else 1
+    return n * tcfg.num_nodes if tcfg.strategy not in ("auto", "single_device") or n > 1 else 1

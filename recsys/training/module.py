@@ -1,0 +1,181 @@
+"""The LightningModule: wires model + masking + loss + optimiser, and validates with the shared metrics.
+
+Kept thin on purpose: the model is a pure ``nn.Module`` (``recsys.model``), the loss is a small module
+chosen by config (``recsys.model.losses``), the metrics are the ones ``recsys evaluate`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from recsys.config import RecsysConfig
+from recsys.evaluation.metrics import exclude_items_, mask_special_, per_user_metrics, topk
+from recsys.model.bert4rec import BERT4Rec
+from recsys.model.losses import build_loss
+from recsys.model.masking import mask_items
+from recsys.training.datamodule import EvalBatch, TrainBatch
+
+__all__ = ["VAL_KS", "BERT4RecModule", "metric_key"]
+
+VAL_KS = (10,)
+"""Cut-offs tracked every epoch (NDCG@10 drives early stopping and the best checkpoint)."""
+
+
+def metric_key(stage: str, name: str) -> str:
+    """``("val", "ndcg@10") -> "val_ndcg_at_10"``: MLflow rejects '@' in metric names."""
+    return f"{stage}_{name.replace('@', '_at_')}"
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (seed, epoch, batch, rank), stable across runs."""
+    seq = np.random.SeedSequence([abs(int(p)) for p in parts])
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    """Norm weights, biases and embeddings are not decayed (the usual BERT/AdamW practice)."""
+    lowered = name.lower()
+    return param.ndim < 2 or "norm" in lowered or "emb" in lowered or lowered.endswith("bias")
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Any:
+    """Multiplier on the peak lr at optimiser step ``step``: linear warm-up, then the decay."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+class BERT4RecModule(pl.LightningModule):
+    """Masked-item training and full-ranking validation of :class:`BERT4Rec`."""
+
+    def __init__(
+        self,
+        n_items: int,
+        cfg: RecsysConfig,
+        item_counts: np.ndarray | None = None,
+        total_steps: int = 1,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_items = n_items
+        self.total_steps = total_steps
+        self.model = BERT4Rec(n_items, cfg.model)
+        counts = torch.as_tensor(item_counts, dtype=torch.float32) if item_counts is not None else None
+        self.loss_fn = build_loss(cfg.loss, n_items, counts)
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._tokens = 0
+        self._epoch_t0 = 0.0
+        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._loss_count = 0
+
+    @property
+    def epoch_loss(self) -> float | None:
+        """Mean training loss of the current (or just finished) epoch on this rank."""
+        return float(self._loss_sum) / self._loss_count if self._loss_count else None
+
+    @property
+    def epoch_seconds(self) -> float:
+        return time.perf_counter() - self._epoch_t0
+
+    @property
+    def epoch_tokens_per_s(self) -> float:
+        """Non-padding input tokens per second in the current epoch (training steps only)."""
+        return self._tokens / max(self.epoch_seconds, 1e-9)
+
+    # -- training -----------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: TrainBatch, batch_idx: int) -> None:
+        # Dropout draws from the global generator, which data loading also consumes: reseed per
+        # (seed, epoch, batch, rank) so that an epoch restarted after a crash replays exactly.
+        torch.manual_seed(_mix_seed(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank, 1))
+
+    def on_train_epoch_start(self) -> None:
+        self._tokens = 0
+        self._epoch_t0 = time.perf_counter()
+        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._loss_count = 0
+
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(
+            _mix_seed(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank, 2)
+        )
+        inputs, labels = mask_items(
+            batch.items.cpu(), n_items=self.n_items, cfg=self.cfg.masking, generator=gen
+        )
+        inputs = inputs.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        hidden = self.model.encode(inputs)  # [B, L, d]
+        selected = labels > 0  # [B, L]
+        loss = self.loss_fn(hidden[selected], labels[selected], self.model, generator=gen)  # hidden: [M, d]
+        self._tokens += int((batch.items > 0).sum())
+        self._loss_sum += loss.detach().double().cpu()
+        self._loss_count += 1
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch))
+        self.log("tokens_per_s", self.epoch_tokens_per_s, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    # -- validation ---------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        scores = self.model.predict_next(batch.history)  # [B, V]
+        mask_special_(scores)
+        exclude_items_(scores, batch.seen)
+        top = topk(scores, max(VAL_KS))  # [B, K]
+        for k in VAL_KS:
+            for name, values in per_user_metrics(top, batch.targets, k).items():
+                if name not in ("ndcg", "hr"):
+                    continue
+                key = metric_key("val", f"{name}@{k}")
+                total = torch.as_tensor(np.asarray(values, dtype=np.float64).sum(), dtype=torch.float64)
+                self._val_sums[key] = self._val_sums.get(key, torch.zeros((), dtype=torch.float64)) + total
+        n = torch.tensor(float(len(batch)), dtype=torch.float64)
+        self._val_sums["_users"] = self._val_sums.get("_users", torch.zeros((), dtype=torch.float64)) + n
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_sums:
+            return
+        keys = sorted(self._val_sums)
+        stacked = torch.stack([self._val_sums[k] for k in keys]).to(self.device)
+        # Sum over DDP ranks (each scored a disjoint shard of users) before dividing.
+        reduced = (
+            self.trainer.strategy.reduce(stacked, reduce_op="sum") if self.trainer.world_size > 1 else stacked
+        )
+        values = dict(zip(keys, reduced.cpu().tolist(), strict=True))
+        users = max(values.pop("_users"), 1.0)
+        for key, total in values.items():
+            self.log(key, total / users, prog_bar=True, sync_dist=False, rank_zero_only=False)
+
+    # -- optimisation -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        tcfg = self.cfg.train
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if tcfg.decay_exclude and _no_decay(name, param) else decay).append(param)
+        groups = [{"params": decay, "weight_decay": tcfg.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=tcfg.lr, betas=tcfg.betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(tcfg.schedule, tcfg.warmup_steps, self.total_steps, tcfg.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,94 @@
+"""End-to-end training on tiny data: learning, determinism, bundle round trip, tampering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys.evaluation.baselines import MostPopular, evaluate_scorer
+from recsys.inference.scoring import ModelScorer
+from recsys.training.bundle import BundleError, load_bundle
+from recsys.training.fit import MONITOR, fit
+from tests.training.helpers import planted_rule_log, prepared, tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("planted")
+    cfg = tiny_config(
+        tmp, planted_rule_log(tmp / "log.csv"), **{"train.max_epochs": 60, "train.patience": 60}
+    )
+    data = prepared(cfg)
+    return cfg, data, fit(cfg, data)
+
+
+def test_planted_next_item_rule_is_learned(trained) -> None:  # type: ignore[no-untyped-def]
+    cfg, data, result = trained
+    model_eval = evaluate_scorer(
+        ModelScorer(result.module.model),
+        data.history("test"),
+        data.targets("test"),
+        ks=[1, 10],
+        n_items=data.n_items,
+        max_len=cfg.model.max_len - 1,
+    )
+    popular = evaluate_scorer(
+        MostPopular(data.item_counts(), data.n_items),
+        data.history("test"),
+        data.targets("test"),
+        ks=[1],
+        n_items=data.n_items,
+    )
+    assert model_eval.metrics["hr@1"] >= 0.95
+    assert popular.metrics["hr@1"] < 0.3
+    assert result.best_val[MONITOR] >= 0.95
+    assert [r["epoch"] for r in result.history] == list(range(len(result.history)))
+    assert all("train_loss" in r and "epoch_tokens_per_s" in r for r in result.history)
+
+
+def test_bundle_round_trip_scores_exactly(trained) -> None:  # type: ignore[no-untyped-def]
+    _, data, result = trained
+    bundle = load_bundle(result.bundle_path)
+    history = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    model = result.module.model.eval()
+    with torch.inference_mode():
+        assert torch.equal(model.predict_next(history), bundle.model.predict_next(history))
+    assert bundle.items == data.items and bundle.users == data.users
+    assert bundle.n_items == data.n_items
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "drop_manifest", "drop_weights"])
+def test_tampered_bundle_is_refused(trained, tmp_path: Path, damage: str) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    _, _, result = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(result.bundle_path, copy)
+    weights = copy / "weights.safetensors"
+    if damage == "flip":
+        raw = bytearray(weights.read_bytes())
+        raw[-10] ^= 0xFF
+        weights.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "drop_manifest":
+        (copy / "manifest.json").unlink()
+    else:
+        weights.unlink()
+    with pytest.raises(BundleError, match=r"weights.safetensors|manifest"):
+        load_bundle(copy)
+
+
+def test_seeded_runs_are_identical(tmp_path: Path) -> None:
+    source = planted_rule_log(tmp_path / "log.csv", n_users=40)
+    runs = []
+    for name in ("a", "b"):
+        cfg = tiny_config(tmp_path / name, source, **{"train.max_epochs": 3, "model.dropout": 0.1})
+        runs.append(fit(cfg, prepared(cfg), write_bundle=False))
+    a, b = runs
+    assert [r[MONITOR] for r in a.history] == [r[MONITOR] for r in b.history]
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    for (ka, va), (kb, vb) in zip(a.module.state_dict().items(), b.module.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
