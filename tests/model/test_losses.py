@@ -112,7 +112,7 @@ def test_gbce_beta() -> None:
     assert gbce_beta(256, 3417, 0.75) == pytest.approx(alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha))
 
 
-@pytest.mark.parametrize("n_negatives", [3, 200])  # small: gathered embeddings; large: full logits
+@pytest.mark.parametrize("n_negatives", [2, 200])  # 2 * d < n_items: gathered rows; 200: full logits
 def test_gbce_with_t0_is_plain_bce(model: BERT4Rec, n_negatives: int) -> None:
     hidden, targets = batch()
     loss = GBCE(N_ITEMS, n_negatives, t=0.0)
