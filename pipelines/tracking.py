@@ -517,7 +517,9 @@ def _record_error(tracker: Tracker, exc: BaseException) -> None:
 
 
 def _status_for(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
+    # Lightning turns SIGTERM into SIGTERMException, a SystemExit with no code: a killed run, not a
+    # finished one (matched by name so that tracking does not import Lightning).
+    if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "SIGTERMException":
         return RunStatus.to_string(RunStatus.KILLED)
     if isinstance(exc, SystemExit) and exc.code in (None, 0):
         return RunStatus.to_string(RunStatus.FINISHED)

@@ -18,7 +18,7 @@ from recsys.config import CleaningConfig
 from recsys.data.columns import EVENT, ITEM, RATING, ROW, TIMESTAMP, USER
 from recsys.data.diagnose import first_ragged_line
 from recsys.data.errors import EmptyResultError, InvalidValueError, MissingColumnError
-from recsys.data.readers import SourceInfo
+from recsys.data.source import SourceInfo
 
 __all__ = [
     "FilterStats",
@@ -61,7 +61,7 @@ def _distinct(values: pl.Series) -> int:
     """Distinct non-null values; a bincount for the dense integer codes used after encoding."""
     if values.dtype.is_integer() and len(values) and values.null_count() == 0:
         low, high = values.min(), values.max()
-        if 0 <= low and high < 4 * len(values) + (1 << 16):  # type: ignore[operator]
+        if low >= 0 and high < 4 * len(values) + (1 << 16):  # type: ignore[operator]
             return int(np.count_nonzero(np.bincount(values.to_numpy())))
     return values.drop_nulls().n_unique()
 
@@ -103,8 +103,9 @@ def validate(
         RaggedRowError: a line with too few fields.
     """
     null_id = pl.col(USER).is_null() | pl.col(ITEM).is_null()
-    n_null_ids = frame.select(null_id.sum()).item()
-    if n_null_ids and null_ids == "error":
+    # Null counts are kept with the data: checking them costs nothing on a clean log.
+    has_null_ids = frame[USER].null_count() + frame[ITEM].null_count() > 0
+    if has_null_ids and null_ids == "error":
         first = frame.lazy().filter(null_id).select(ROW, USER).head(1).collect()
         row = int(first[ROW][0])
         _raise_ragged_before(info, row)
@@ -116,7 +117,7 @@ def validate(
             expected=f"a {column} id on every row (or cleaning.null_ids: drop)",
             **info.locate(row),
         )
-    cleaned = frame.filter(~null_id) if n_null_ids else frame
+    cleaned = frame.filter(~null_id) if has_null_ids else frame
     if not info.implied_order:
         _check_timestamps(cleaned, info)
     return cleaned, _stats("null_ids", frame, cleaned, policy=null_ids)
@@ -133,8 +134,8 @@ def _raise_ragged_before(info: SourceInfo, row: int) -> None:
 
 def _check_timestamps(frame: pl.DataFrame, info: SourceInfo) -> None:
     ts = pl.col(TIMESTAMP)
-    problems = frame.select(ts.null_count().alias("null"), (ts < 0).sum().alias("negative")).row(0)
-    if problems[0]:
+    lowest = frame[TIMESTAMP].min()
+    if frame[TIMESTAMP].null_count():
         row = _first_row(frame, ts.is_null())
         _raise_ragged_before(info, row)
         raise InvalidValueError(
@@ -144,7 +145,7 @@ def _check_timestamps(frame: pl.DataFrame, info: SourceInfo) -> None:
             expected="a non-negative number (unix time) on every row",
             **info.locate(row),
         )
-    if problems[1]:
+    if lowest is not None and lowest < 0:  # type: ignore[operator]
         row = _first_row(frame, ts < 0)
         value = frame.filter(pl.col(ROW) == row)[TIMESTAMP][0]
         raise InvalidValueError(
@@ -230,27 +231,31 @@ def k_core_mask(users: np.ndarray, items: np.ndarray, min_user: int, min_item: i
     unique largest subset in which every user and every item meets its minimum. Vectorised on integer
     codes with ``bincount``: each round is O(rows left).
     """
-    n = len(users)
-    keep = np.ones(n, dtype=np.bool_)
+    keep = np.ones(len(users), dtype=np.bool_)
     if min_user <= 1 and min_item <= 1:
         return keep, 0
-    alive = np.arange(n, dtype=np.int64)
+    # Row positions still alive; None while nothing was removed (most clean logs stop after one round).
+    alive: np.ndarray | None = None
     u, i = users, items
     rounds = 0
-    while len(alive):
-        few_users = np.bincount(u) < min_user
-        few_items = np.bincount(i) < min_item
+    while len(u):
+        user_counts = np.bincount(u)
+        item_counts = np.bincount(i)
+        # Codes already gone have a zero count: they are not "too few", there is nothing left to drop.
+        few_users = (user_counts > 0) & (user_counts < min_user)
+        few_items = (item_counts > 0) & (item_counts < min_item)
         if not (few_users.any() or few_items.any()):
             break
-        # Look rows up only on the side that has something to remove (a gather per row is the cost).
-        drop = few_users[u] if few_users.any() else np.zeros(len(u), dtype=np.bool_)
-        if few_items.any():
-            drop |= few_items[i]
         rounds += 1
-        ok = ~drop
-        alive, u, i = alive[ok], u[ok], i[ok]
-    keep[:] = False
-    keep[alive] = True
+        # Look rows up only on the side that has something to remove (a gather per row is the cost).
+        ok = ~few_users[u] if few_users.any() else np.ones(len(u), dtype=np.bool_)
+        if few_items.any():
+            ok &= ~few_items[i]
+        alive = np.flatnonzero(ok) if alive is None else alive[ok]
+        u, i = u[ok], i[ok]
+    if alive is not None:
+        keep[:] = False
+        keep[alive] = True
     return keep, rounds
 
 

@@ -8,7 +8,6 @@ per column) and turns the first problem found into a :class:`~recsys.data.errors
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ from recsys.data.errors import DataError, DelimiterError, EncodingError, Invalid
 from recsys.data.sniff import sniff_delimiter
 
 if TYPE_CHECKING:
-    from recsys.data.readers import SourceInfo
+    from recsys.data.source import SourceInfo
 
 __all__ = ["diagnose_text_error", "first_ragged_line", "locate_first_invalid"]
 
@@ -113,7 +112,7 @@ def _check_fields(info: SourceInfo, data: bytes, names: list[str]) -> DataError 
     if found == 1 and expected > 1:
         guess = sniff_delimiter([text])
         return DelimiterError(
-            f"line has 1 field when split on {separator!r}: {text[:80]!r}"
+            f"a single field when split on {separator!r}: {text[:80]!r}"
             + (f" (it looks {guess!r}-separated)" if guess != separator else ""),
             path=info.path,
             line=row + 1,
@@ -127,9 +126,9 @@ def _check_fields(info: SourceInfo, data: bytes, names: list[str]) -> DataError 
     )
 
 
-def _check_values(info: SourceInfo, string_scan: Callable[[], pl.LazyFrame]) -> DataError | None:
+def _check_values(info: SourceInfo, string_scan: pl.LazyFrame) -> DataError | None:
     """The first timestamp or rating that is not a number."""
-    frame = string_scan().collect()
+    frame = string_scan.collect()
     for canonical in (TIMESTAMP, RATING):
         if canonical not in frame.columns or (canonical == TIMESTAMP and info.implied_order):
             continue
@@ -159,7 +158,7 @@ def diagnose_text_error(
     info: SourceInfo,
     source: Path | bytes,
     names: list[str],
-    string_scan: Callable[[], pl.LazyFrame] | None = None,
+    string_scan: pl.LazyFrame | None = None,
 ) -> DataError:
     """Turn a polars failure on a text source into the most precise :class:`DataError` we can find.
 

@@ -35,8 +35,9 @@ from recsys.data.prepared import (
     make_manifest,
     write_prepared,
 )
-from recsys.data.readers import SourceInfo, read_interactions
-from recsys.data.report import build_report
+from recsys.data.readers import read_interactions
+from recsys.data.report import build_report, warm_up_plotting
+from recsys.data.source import SourceInfo
 from recsys.data.split import SplitSummary, assign_split
 from recsys.data.vocab import ITEM_OFFSET, USER_OFFSET, Vocabulary, dense_codes
 
@@ -100,8 +101,11 @@ def _reindex(
     item_alive = np.bincount(items, minlength=len(item_ids)) > 0
     # A code's new index is the number of surviving codes before it: a cumulative sum, one gather
     # (skipped when every code survived: then the code plus the offset is already the index).
-    updates = []
-    for name, codes, alive, offset in ((USER, users, user_alive, USER_OFFSET), (ITEM, items, item_alive, ITEM_OFFSET)):
+    updates: list[pl.Expr | pl.Series] = []
+    for name, codes, alive, offset in (
+        (USER, users, user_alive, USER_OFFSET),
+        (ITEM, items, item_alive, ITEM_OFFSET),
+    ):
         if alive.all():
             updates.append((pl.col(name) + offset).cast(pl.Int32))
         else:
@@ -208,9 +212,12 @@ def prepare(cfg: DataConfig, *, force: bool = False, plot: bool = True) -> Prepa
         if reused is not None:
             manifest, report = reused
             return PrepareOutcome(path=target, reused=True, manifest=manifest, report=report)
-    # Hash the input in a thread while it is parsed: hashlib releases the GIL, so this is almost free.
-    pool = ThreadPoolExecutor(max_workers=1)
+    # Hash the input in a thread while it is parsed (hashlib releases the GIL, so this is almost free),
+    # and import matplotlib in another: both overlap with polars and numpy, which release it too.
+    pool = ThreadPoolExecutor(max_workers=2)
     hashing = pool.submit(fingerprint, cfg.source.path, with_hash=True)
+    if plot:
+        pool.submit(warm_up_plotting)
     try:
         built = build(cfg)
         waited = time.perf_counter()

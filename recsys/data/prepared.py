@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 import numpy as np
 import polars as pl
@@ -62,7 +61,7 @@ REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 HISTOGRAM = "seq_length_hist.png"
 # lz4 writes almost as fast as no compression and halves the files; zstd costs ~2x the write time.
-_COMPRESSION = "lz4"
+_COMPRESSION: Final = "lz4"
 _HASH_CHUNK = 1 << 22
 
 
@@ -89,8 +88,11 @@ def fingerprint(path: Path, *, with_hash: bool = True) -> Fingerprint:
     stat = path.stat()
     digest = None
     if with_hash:
+        hasher = hashlib.sha256()
         with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            while chunk := handle.read(_HASH_CHUNK):
+                hasher.update(chunk)
+        digest = hasher.hexdigest()
     return Fingerprint(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest)
 
 
@@ -145,7 +147,9 @@ def _check_files(directory: Path, manifest: dict[str, Any]) -> None:
     for name, size in files.items():
         file = directory / name
         if not file.is_file():
-            raise PreparedDatasetError(f"{name} is missing", path=directory, expected="every file in the manifest")
+            raise PreparedDatasetError(
+                f"{name} is missing", path=directory, expected="every file in the manifest"
+            )
         if file.stat().st_size != size:
             raise PreparedDatasetError(
                 f"{name} has {file.stat().st_size} bytes, the manifest says {size}",
@@ -194,7 +198,9 @@ def check_target(target: Path) -> None:
         )
 
 
-def find_reusable(target: Path, cfg: DataConfig, quick: Fingerprint) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def find_reusable(
+    target: Path, cfg: DataConfig, quick: Fingerprint
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(manifest, report) of ``target`` if it was prepared from the same input with the same config.
 
     Same input: same size and mtime (no hashing needed), or same size and same SHA-256.
@@ -209,13 +215,15 @@ def find_reusable(target: Path, cfg: DataConfig, quick: Fingerprint) -> tuple[di
     old = manifest.get("source", {}).get("fingerprint", {})
     if old.get("size") != quick.size:
         return None
-    if old.get("mtime_ns") != quick.mtime_ns:
-        if fingerprint(cfg.source.path, with_hash=True).sha256 != old.get("sha256"):
-            return None
+    same_file = old.get("mtime_ns") == quick.mtime_ns
+    if not same_file and fingerprint(cfg.source.path, with_hash=True).sha256 != old.get("sha256"):
+        return None
     return manifest, report
 
 
-def _write_files(directory: Path, built: Built, manifest: dict[str, Any], report: dict[str, Any], plot: bool) -> None:
+def _write_files(
+    directory: Path, built: Built, manifest: dict[str, Any], report: dict[str, Any], plot: bool
+) -> None:
     built.interactions.write_parquet(directory / INTERACTIONS, compression=_COMPRESSION)
     built.users.save(directory / USERS)
     built.items.save(directory / ITEMS)
@@ -246,11 +254,15 @@ def write_prepared(
         _write_files(staging, built, manifest, report, plot)
         if target.exists():
             retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, retired)
-            os.rename(staging, target)
+            target.rename(retired)
+            try:
+                staging.rename(target)
+            except OSError:
+                retired.rename(target)  # put the previous dataset back
+                raise
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            os.rename(staging, target)
+            staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -271,6 +283,7 @@ class PreparedDataset:
         self.users = users
         self.items = items
         self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._histories: dict[str, Sequences] = {}
 
     @classmethod
     def load(cls, path: str | Path) -> PreparedDataset:
@@ -322,9 +335,16 @@ class PreparedDataset:
         Never contains an event that is a target of ``split`` (or of a later split).
         """
         _check_split(split, get_args(SplitName))
-        users, items, tags = self._load_columns()
-        mask = tags == TRAIN if split in ("train", "validation") else tags != TEST
-        return Sequences.from_sorted(users[mask], items[mask], n_users=self.n_users)
+        key = "test" if split == "test" else "train"
+        if key not in self._histories:
+            users, items, tags = self._load_columns()
+            mask = tags == TRAIN if key == "train" else tags != TEST
+            history = Sequences.from_sorted(users[mask], items[mask], n_users=self.n_users)
+            # Cached and shared between callers: make it read-only so that nobody edits it in place.
+            for array in (history.users, history.offsets, history.items):
+                array.setflags(write=False)
+            self._histories[key] = history
+        return self._histories[key]
 
     def targets(self, split: SplitName) -> Sequences:
         """The events to predict for ``split`` (validation or test); users without a target are absent."""
@@ -345,4 +365,3 @@ class PreparedDataset:
 def _check_split(split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
         raise ValueError(f"split must be one of {allowed}, got {split!r}")
-

@@ -42,22 +42,21 @@ import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from recsys.config import SourceConfig
 from recsys.data.columns import EVENT, ITEM, RATING, ROW, TIMESTAMP, USER
-from recsys.data.diagnose import diagnose_text_error, locate_first_invalid
+from recsys.data.diagnose import diagnose_text_error
 from recsys.data.errors import (
     DelimiterError,
     EmptySourceError,
     EncodingError,
-    InvalidValueError,
     MissingColumnError,
     SourceFormatError,
     SourceNotFoundError,
 )
+from recsys.data.normalise import drop_blank_rows, normalise_ids, numeric_rating, numeric_timestamps
 from recsys.data.sniff import (
     ResolvedFormat,
     Sample,
@@ -67,70 +66,13 @@ from recsys.data.sniff import (
     sniff_header,
     split_fields,
 )
+from recsys.data.source import SourceInfo
 
 __all__ = ["Scan", "SourceInfo", "read_interactions", "scan_interactions"]
 
-_ID_COLUMNS = (USER, ITEM)
 # Polars names the column it could not parse; we retry ids as strings and integer timestamps as floats.
 _PARSE_ERROR = re.compile(r"could not parse `.*?` as dtype `.*?` at column '(.+?)'")
 _MOVIELENS_DAT_NAMES = ["UserID", "MovieID", "Rating", "Timestamp"]
-# Float64 holds every integer below 2**53 exactly.
-_FLOAT_EXACT = 2.0**53
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What was read and how: resolved options, the column mapping and how rows map to lines.
-
-    Attributes:
-        path: the input file.
-        format: the resolved format (never ``auto``).
-        compressed: gzip-compressed.
-        encoding: the text encoding used (``None`` for parquet).
-        separator: the field separator of a text file (``"::"`` for MovieLens .dat).
-        has_header: whether a text file has a header line.
-        implied_order: the timestamp column is the row number (no time column in the source).
-        raw_columns: canonical column -> raw column name in the file.
-        available: every raw column name in the file (for error messages).
-    """
-
-    path: Path
-    format: ResolvedFormat
-    compressed: bool
-    encoding: str | None
-    separator: str | None
-    has_header: bool
-    implied_order: bool
-    raw_columns: dict[str, str]
-    available: list[str] = field(default_factory=list)
-
-    @property
-    def is_text(self) -> bool:
-        """Whether rows map to physical lines."""
-        return self.format != "parquet"
-
-    def locate(self, row: int) -> dict[str, int]:
-        """``line=`` (text: 1-based physical line) or ``row=`` (parquet) keyword for a ``DataError``."""
-        if self.is_text:
-            return {"line": row + 1 + int(self.has_header)}
-        return {"row": row}
-
-    def raw(self, canonical: str) -> str:
-        """Raw column name of a canonical column (for error messages)."""
-        return self.raw_columns.get(canonical, canonical)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready description (stored in the manifest)."""
-        return {
-            "path": str(self.path),
-            "format": self.format,
-            "compressed": self.compressed,
-            "encoding": self.encoding,
-            "separator": self.separator,
-            "has_header": self.has_header,
-            "implied_order": self.implied_order,
-            "columns": dict(self.raw_columns),
-        }
 
 
 def _strip_recbole_types(names: list[str]) -> list[str]:
@@ -206,11 +148,22 @@ def _mapping(source: SourceConfig, fmt: ResolvedFormat) -> dict[str, str | None]
     if fmt == "sasrec_txt":
         return {USER: "user", ITEM: "item", RATING: None, TIMESTAMP: None, EVENT: None}
     cols = source.columns
-    return {USER: cols.user, ITEM: cols.item, RATING: cols.rating, TIMESTAMP: cols.timestamp, EVENT: cols.event}
+    return {
+        USER: cols.user,
+        ITEM: cols.item,
+        RATING: cols.rating,
+        TIMESTAMP: cols.timestamp,
+        EVENT: cols.event,
+    }
 
 
 def _check_columns(
-    path: Path, mapping: dict[str, str | None], available: list[str], separator: str | None, has_header: bool
+    path: Path,
+    mapping: dict[str, str | None],
+    available: list[str],
+    separator: str | None,
+    has_header: bool,
+    first_line: str = "",
 ) -> None:
     """Every mapped column must exist; otherwise say which are missing and what there is."""
     wanted = [raw for raw in mapping.values() if raw is not None]
@@ -218,10 +171,11 @@ def _check_columns(
     if not missing:
         return
     if len(available) == 1 and len(wanted) > 1 and separator is not None:
-        guess = sniff_delimiter([available[0]])
+        line = first_line or available[0]
+        guess = sniff_delimiter([line])
         hint = f" (it looks {guess!r}-separated)" if guess != separator else ""
         raise DelimiterError(
-            f"line 1 has a single field {available[0][:80]!r} when split on {separator!r}{hint}",
+            f"a single field {line[:80]!r} when split on {separator!r}{hint}",
             path=path,
             line=1,
             expected=f"{len(wanted)}+ fields ({', '.join(wanted)}); check source.delimiter",
@@ -327,7 +281,7 @@ def _headerless_names(
     if fmt == "movielens_dat":
         if n_fields != len(_MOVIELENS_DAT_NAMES):
             raise DelimiterError(
-                f"line 1 has {n_fields} '::'-separated field(s): {first[:80]!r}",
+                f"{n_fields} '::'-separated field(s): {first[:80]!r}",
                 path=source.path,
                 line=1,
                 expected="4 fields UserID::MovieID::Rating::Timestamp",
@@ -342,7 +296,7 @@ def _headerless_names(
     if n_fields == 1 and len(names) > 1:
         guess = sniff_delimiter([first])
         raise DelimiterError(
-            f"line 1 has a single field {first[:80]!r} when split on {separator!r}"
+            f"a single field {first[:80]!r} when split on {separator!r}"
             + (f" (it looks {guess!r}-separated)" if guess != separator else ""),
             path=source.path,
             line=1,
@@ -350,7 +304,7 @@ def _headerless_names(
         )
     if n_fields != len(names):
         raise DelimiterError(
-            f"line 1 has {n_fields} field(s) when split on {separator!r}: {first[:80]!r}",
+            f"{n_fields} field(s) when split on {separator!r}: {first[:80]!r}",
             path=source.path,
             line=1,
             expected=f"{len(names)} fields ({', '.join(names)})",
@@ -382,11 +336,14 @@ def _scan_text(source: SourceConfig, fmt: ResolvedFormat, sample: Sample) -> Sca
     )
     layout = (separator, has_header)
     try:
-        available = [n for n in plan.scan().collect_schema().names() if not n.startswith("_")]
+        # The placeholder fields between MovieLens' two colons are not columns anyone can map.
+        placeholders = set(names or []) - set(field_names)
+        available = [n for n in plan.scan().collect_schema().names() if n not in placeholders]
     except pl.exceptions.PolarsError as exc:
         info = _info(source, fmt, sample, layout, mapping, [], encoding)
         raise diagnose_text_error(exc, info, plan.source, field_names) from None
-    _check_columns(source.path, mapping, available, separator, has_header)
+    first_line = next((line for line in sample.lines if line.strip()), "")
+    _check_columns(source.path, mapping, available, separator, has_header, first_line)
     info = _info(source, fmt, sample, layout, mapping, available, encoding)
     return Scan(lazy=_canonical(plan.scan(), info), info=info, text=plan)
 
@@ -453,95 +410,7 @@ def _collect(scan: Scan) -> pl.DataFrame:
                 overrides[column] = retryable[column]
                 continue
             strings = _canonical(plan.scan(strings=True), info)
-            raise diagnose_text_error(exc, info, plan.source, plan.field_names, lambda: strings) from None
-
-
-def _drop_blank_rows(frame: pl.DataFrame, info: SourceInfo) -> pl.DataFrame:
-    """Blank lines read as all-null rows: drop them (they are not interactions)."""
-    raw = [c for c in frame.columns if c != ROW and not (c == TIMESTAMP and info.implied_order)]
-    blank = pl.all_horizontal([pl.col(c).is_null() for c in raw])
-    return frame.filter(~blank)
-
-
-def _normalise_ids(frame: pl.DataFrame) -> pl.DataFrame:
-    """Ids are Int64 (any integer type, or whole floats) or String (anything else)."""
-    out = []
-    for name in _ID_COLUMNS:
-        dtype = frame.schema[name]
-        column = pl.col(name)
-        if dtype.is_integer() and dtype != pl.UInt64:
-            out.append(column.cast(pl.Int64))
-        elif dtype.is_float() and bool(frame.select((column == column.floor()).all()).item()):
-            out.append(column.cast(pl.Int64))
-        elif dtype != pl.String:
-            out.append(column.cast(pl.String))
-    return frame.with_columns(out) if out else frame
-
-
-def _not_numeric(info: SourceInfo, canonical: str, row: int, value: str) -> InvalidValueError:
-    return InvalidValueError(
-        f"{value!r} is not a number",
-        path=info.path,
-        column=info.raw(canonical),
-        expected="a number" + (" (unix time)" if canonical == TIMESTAMP else ""),
-        **info.locate(row),
-    )
-
-
-def _bad_dtype(info: SourceInfo, canonical: str, dtype: pl.DataType) -> InvalidValueError:
-    return InvalidValueError(
-        f"column has dtype {dtype}",
-        path=info.path,
-        column=info.raw(canonical),
-        expected="numbers" + (" or datetimes" if canonical == TIMESTAMP else ""),
-    )
-
-
-def _numeric_timestamps(frame: pl.DataFrame, info: SourceInfo) -> pl.DataFrame:
-    """Timestamps as Int64 (whole numbers) or Float64; reject non-numeric values with their line."""
-    if info.implied_order:
-        return frame
-    dtype = frame.schema[TIMESTAMP]
-    column = pl.col(TIMESTAMP)
-    if isinstance(dtype, pl.Datetime):
-        column = column.dt.epoch("us").cast(pl.Float64) / 1e6
-    elif isinstance(dtype, pl.Date):
-        column = column.dt.epoch("s")
-    elif dtype == pl.String:
-        bad = locate_first_invalid(frame, TIMESTAMP, pl.Float64())
-        if bad is not None:
-            raise _not_numeric(info, TIMESTAMP, *bad)
-        column = column.str.strip_chars().cast(pl.Float64)
-    elif not dtype.is_numeric():
-        raise _bad_dtype(info, TIMESTAMP, dtype)
-    frame = frame.with_columns(column.alias(TIMESTAMP))
-    if frame.schema[TIMESTAMP].is_float():
-        # NaN is no time at all: make it null so that validation reports it like an empty field.
-        frame = frame.with_columns(pl.col(TIMESTAMP).fill_nan(None))
-        ts = frame[TIMESTAMP]
-        largest = ts.abs().max()
-        whole = bool((ts == ts.floor()).all())
-        # Whole floats (RecBole's timestamp:float) become exact integers, which also sort faster.
-        if whole and largest is not None and float(largest) < _FLOAT_EXACT:  # type: ignore[arg-type]
-            frame = frame.with_columns(pl.col(TIMESTAMP).cast(pl.Int64))
-    elif frame.schema[TIMESTAMP] != pl.Int64:
-        frame = frame.with_columns(pl.col(TIMESTAMP).cast(pl.Int64))
-    return frame
-
-
-def _numeric_rating(frame: pl.DataFrame, info: SourceInfo) -> pl.DataFrame:
-    """Ratings as Float64; reject non-numeric values with their line."""
-    if RATING not in frame.columns:
-        return frame
-    dtype = frame.schema[RATING]
-    if dtype == pl.String:
-        bad = locate_first_invalid(frame, RATING, pl.Float64())
-        if bad is not None:
-            raise _not_numeric(info, RATING, *bad)
-        return frame.with_columns(pl.col(RATING).str.strip_chars().cast(pl.Float64))
-    if not dtype.is_numeric():
-        raise _bad_dtype(info, RATING, dtype)
-    return frame.with_columns(pl.col(RATING).cast(pl.Float64))
+            raise diagnose_text_error(exc, info, plan.source, plan.field_names, strings) from None
 
 
 def read_interactions(source: SourceConfig) -> tuple[pl.DataFrame, SourceInfo]:
@@ -556,11 +425,15 @@ def read_interactions(source: SourceConfig) -> tuple[pl.DataFrame, SourceInfo]:
     scan = scan_interactions(source)
     frame = _collect(scan)
     if scan.info.is_text:
-        frame = _drop_blank_rows(frame, scan.info)
+        frame = drop_blank_rows(frame, scan.info)
     if frame.height == 0:
-        problem = "has a header but no data rows" if scan.info.is_text and scan.info.has_header else "has no data rows"
+        problem = (
+            "has a header but no data rows"
+            if scan.info.is_text and scan.info.has_header
+            else "has no data rows"
+        )
         raise EmptySourceError(problem, path=source.path, expected="at least one interaction")
-    frame = _normalise_ids(frame)
-    frame = _numeric_timestamps(frame, scan.info)
-    frame = _numeric_rating(frame, scan.info)
+    frame = normalise_ids(frame)
+    frame = numeric_timestamps(frame, scan.info)
+    frame = numeric_rating(frame, scan.info)
     return frame, scan.info

@@ -25,7 +25,9 @@ __all__ = [
     "split_fields",
 ]
 
-ResolvedFormat = Literal["csv", "tsv", "parquet", "movielens_dat", "movielens_csv", "sasrec_txt", "recbole_inter"]
+ResolvedFormat = Literal[
+    "csv", "tsv", "parquet", "movielens_dat", "movielens_csv", "sasrec_txt", "recbole_inter"
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recsys.config import SplitConfig
+from recsys.config import ConfigError, SplitConfig
 from recsys.data.columns import SPLIT, TEST, TIMESTAMP, TRAIN, USER, VALIDATION
 
 __all__ = ["SplitSummary", "assign_split", "leave_one_out", "resolve_cutoff", "temporal"]
@@ -77,10 +77,10 @@ def temporal(frame: pl.DataFrame, test_cutoff: float, validation_cutoff: float |
     Cutoffs are absolute here (see :func:`resolve_cutoff`).
     """
     ts = pl.col(TIMESTAMP)
-    split = pl.when(ts >= test_cutoff).then(TEST)
-    if validation_cutoff is not None:
-        split = split.when(ts >= validation_cutoff).then(VALIDATION)
-    return frame.lazy().with_columns(split.otherwise(TRAIN).cast(pl.Int8).alias(SPLIT)).collect()
+    # Without a validation cutoff, nothing is at/after +inf: the middle branch never fires.
+    middle = validation_cutoff if validation_cutoff is not None else float("inf")
+    split = pl.when(ts >= test_cutoff).then(TEST).when(ts >= middle).then(VALIDATION).otherwise(TRAIN)
+    return frame.lazy().with_columns(split.cast(pl.Int8).alias(SPLIT)).collect()
 
 
 def _users_with(users: np.ndarray, tags: np.ndarray, code: int, n_users: int) -> int:
@@ -101,12 +101,12 @@ def assign_split(frame: pl.DataFrame, cfg: SplitConfig, n_users: int) -> tuple[p
         tagged = leave_one_out(frame)
     else:
         if cfg.test_cutoff is None:
-            raise ValueError("split.kind=temporal needs split.test_cutoff")
+            raise ConfigError("split.kind=temporal needs split.test_cutoff")
         test_cutoff = resolve_cutoff(cfg.test_cutoff, frame[TIMESTAMP])
         if cfg.validation_cutoff is not None:
             validation_cutoff = resolve_cutoff(cfg.validation_cutoff, frame[TIMESTAMP])
             if validation_cutoff > test_cutoff:
-                raise ValueError(
+                raise ConfigError(
                     f"split.validation_cutoff resolves to {validation_cutoff}, after the test cutoff "
                     f"{test_cutoff}"
                 )

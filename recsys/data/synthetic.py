@@ -8,6 +8,7 @@ encoding has real work to do. Tests use it at a few hundred rows; the benchmark 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -118,7 +119,7 @@ def generate_log(spec: SyntheticSpec | None = None, **overrides: int | float | s
     """
     base = spec or SyntheticSpec()
     if overrides:
-        base = SyntheticSpec(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
+        base = dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
     rng = np.random.default_rng(base.seed)
     lengths = _user_lengths(rng, base)
     n = int(lengths.sum())

@@ -44,13 +44,14 @@ def dense_codes(values: pl.Series) -> tuple[np.ndarray, pl.Series]:
         high = int(values.max())  # type: ignore[arg-type]
         span = high - low + 1
         if span <= max(4 * len(values), 1 << 16) and span <= _MAX_TABLE:
-            offsets = values.to_numpy() - low if low else values.to_numpy()
+            raw: np.ndarray = values.to_numpy()
+            offsets = raw - low if low else raw
             present = np.zeros(span, dtype=np.bool_)
             present[offsets] = True
             table = np.cumsum(present, dtype=np.int32) - 1
-            uniques = np.flatnonzero(present).astype(np.int64) + low
-            return table[offsets], pl.Series(values.name, uniques, dtype=values.dtype)
-    uniques = values.unique().sort()
+            found = np.flatnonzero(present).astype(np.int64) + low
+            return table[offsets], pl.Series(values.name, found, dtype=values.dtype)
+    uniques: pl.Series = values.unique().sort()
     lookup = pl.DataFrame({_ID: uniques, _CODE: np.arange(len(uniques), dtype=np.int32)})
     codes = (
         values.rename(_ID)

@@ -75,8 +75,12 @@ class TransformerBlock(nn.Module):
         self.norm_attn = nn.LayerNorm(d)
         self.norm_ff = nn.LayerNorm(d)
 
-    def attention(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        """Self-attention over ``x: [B, L, d]``; ``attn_mask: Bool[B, 1, 1, L]``, True where a key counts."""
+    def attention(self, x: Tensor, attn_mask: Tensor | None, last_only: bool = False) -> Tensor:
+        """Self-attention over ``x: [B, L, d]``; ``attn_mask: Bool[B, 1, 1, L]``, True where a key counts.
+
+        ``last_only`` computes the output of the last position only (``[B, 1, d]``; every position is
+        still a key), which is all that next-item prediction needs from the last block.
+        """
         B, L, d = x.shape
         hs = d // self.n_heads
         q, k, v = (
@@ -85,11 +89,13 @@ class TransformerBlock(nn.Module):
             .permute(2, 0, 3, 1, 4)  # [3, B, nh, L, hs]
             .unbind(0)
         )
+        if last_only:
+            q = q[:, :, -1:]  # [B, nh, 1, hs]
         if self.training and self.p_attention > 0.0:
-            y = self._attention_with_dropout(q, k, v, attn_mask)  # [B, nh, L, hs]
+            y = self._attention_with_dropout(q, k, v, attn_mask)  # [B, nh, Lq, hs]
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, nh, L, hs]
-        y = y.transpose(1, 2).reshape(B, L, d)  # [B, L, d]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, nh, Lq, hs]
+        y = y.transpose(1, 2).reshape(B, q.shape[2], d)  # [B, Lq, d]
         return self.attn_out(y)
 
     def _attention_with_dropout(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
@@ -103,49 +109,47 @@ class TransformerBlock(nn.Module):
         """
         if q.device.type != "cpu":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.p_attention)
-        B, nh, L, _ = q.shape
-        chunk = max(1, _CHUNK_BYTES // (nh * L * L * 4))
+        B, nh, Lq, _ = q.shape
+        chunk = max(1, _CHUNK_BYTES // (nh * Lq * k.shape[2] * 4))
         if chunk >= B:
             return self._attention_chunk(q, k, v, attn_mask)
-        return torch.cat(
-            [
-                self._attention_chunk(
-                    q[i : i + chunk],
-                    k[i : i + chunk],
-                    v[i : i + chunk],
-                    None if attn_mask is None else attn_mask[i : i + chunk],
-                )
-                for i in range(0, B, chunk)
-            ]
-        )
+        # split, not slicing in a loop: split's backward is one cat, a slice's is a zeroed full-size copy.
+        qs, ks, vs = q.split(chunk), k.split(chunk), v.split(chunk)
+        masks: list[Tensor | None] = [None] * len(qs) if attn_mask is None else list(attn_mask.split(chunk))
+        return torch.cat([self._attention_chunk(*blk) for blk in zip(qs, ks, vs, masks, strict=True)])
 
     def _attention_chunk(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
         """Explicit attention for a few sequences. Passes over the ``[B, nh, L, L]`` weights dominate, so
         there are as few as possible: the key mask is added inside the GEMM (baddbmm), the dropout scale
         is applied to ``v`` (L x hs) rather than to the weights (L x L), and dropping is one multiply."""
-        B, nh, L, hs = q.shape
-        q3 = (q * hs**-0.5).reshape(B * nh, L, hs)  # [B*nh, L, hs]
-        kt = k.reshape(B * nh, L, hs).transpose(1, 2)  # [B*nh, hs, L]
+        B, nh, Lq, hs = q.shape
+        Lk = k.shape[2]
+        q3 = (q * hs**-0.5).reshape(B * nh, Lq, hs)  # [B*nh, Lq, hs]
+        kt = k.reshape(B * nh, Lk, hs).transpose(1, 2)  # [B*nh, hs, Lk]
         if attn_mask is None:
-            att = torch.bmm(q3, kt)  # [B*nh, L, L]
+            att = torch.bmm(q3, kt)  # [B*nh, Lq, Lk]
         else:
             bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
                 ~attn_mask, float("-inf")
-            )  # [B, 1, 1, L]
-            att = torch.baddbmm(bias.expand(B, nh, 1, L).reshape(B * nh, 1, L), q3, kt)  # [B*nh, L, L]
-        weights = att.view(B, nh, L, L).softmax(dim=-1)  # [B, nh, L, L]
+            )  # [B, 1, 1, Lk]
+            att = torch.baddbmm(bias.expand(B, nh, 1, Lk).reshape(B * nh, 1, Lk), q3, kt)  # [B*nh, Lq, Lk]
+        weights = att.view(B, nh, Lq, Lk).softmax(dim=-1)  # [B, nh, Lq, Lk]
         keep, scale = _keep_mask(weights.shape, self.p_attention, weights)
-        return torch.matmul(weights * keep, v * scale)  # [B, nh, L, hs]
+        return torch.matmul(weights * keep, v * scale)  # [B, nh, Lq, hs]
 
     def feed_forward(self, x: Tensor) -> Tensor:
         """Position-wise ``Linear -> GELU -> Linear``; works on ``[B, L, d]`` or gathered ``[M, d]``."""
         return self.ff_out(F.gelu(self.ff_in(x)))
 
-    def attention_sublayer(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        """Residual attention sub-layer with its norm: ``[B, L, d] -> [B, L, d]``."""
+    def attention_sublayer(self, x: Tensor, attn_mask: Tensor | None, last_only: bool = False) -> Tensor:
+        """Residual attention sub-layer with its norm: ``[B, L, d] -> [B, L, d]`` (``[B, 1, d]`` if
+        ``last_only``)."""
+        residual = x[:, -1:] if last_only else x
         if self.norm_first:
-            return x + dropout(self.attention(self.norm_attn(x), attn_mask), self.p_dropout, self.training)
-        return self.norm_attn(x + dropout(self.attention(x, attn_mask), self.p_dropout, self.training))
+            y = self.attention(self.norm_attn(x), attn_mask, last_only)
+            return residual + dropout(y, self.p_dropout, self.training)
+        y = self.attention(x, attn_mask, last_only)
+        return self.norm_attn(residual + dropout(y, self.p_dropout, self.training))
 
     def feed_forward_sublayer(self, x: Tensor) -> Tensor:
         """Residual feed-forward sub-layer with its norm, position-wise: ``[..., d] -> [..., d]``."""
@@ -161,9 +165,13 @@ class TransformerBlock(nn.Module):
 class BERT4Rec(nn.Module):
     """BERT4Rec (Sun et al., CIKM 2019) with a tied (or untied) output embedding and per-item bias.
 
+    Layout: item + position embeddings -> LayerNorm -> dropout -> ``n_layers`` encoder blocks ->
+    (final LayerNorm when pre-norm) -> output projection ``LayerNorm(GELU(h W + b))`` (the paper's
+    eq. 7, with BERT's LayerNorm) -> dot product with the output embedding + item bias.
+
     Args:
         n_items: number of real items; the vocabulary is ``n_items + 2`` (PAD, items, MASK).
-        cfg: architecture (width, depth, heads, max_len, dropout, norm placement, output head).
+        cfg: architecture (width, depth, heads, max_len, dropout, norm placement, tied output, bias).
     """
 
     def __init__(self, n_items: int, cfg: ModelConfig) -> None:
@@ -316,6 +324,9 @@ class BERT4Rec(nn.Module):
         history = history[:, -(self.max_len - 1) :]  # [B, L']
         mask_col = torch.full((history.shape[0], 1), self.mask_id, dtype=history.dtype, device=history.device)
         items = torch.cat([history, mask_col], dim=1)  # [B, L' + 1]
-        positions = torch.zeros_like(items, dtype=torch.bool)
-        positions[:, -1] = True
-        return self.score(self.hidden_at(items, positions))  # [B, V]
+        x, attn_mask = self._encode_to_last_block(items)
+        last = self.blocks[-1]
+        assert isinstance(last, TransformerBlock)
+        h = last.attention_sublayer(x, attn_mask, last_only=True)[:, 0]  # [B, d]: the [MASK] only
+        h = self._output_transform(last.feed_forward_sublayer(h))
+        return self.score(h)  # [B, V]

@@ -200,10 +200,12 @@ class GBCE(RecLoss):
 
     Per masked position, k negatives are drawn uniformly from the catalogue minus the target, and
 
-        loss = -[beta * log sigmoid(s+) + sum_k log(1 - sigmoid(s-_k))]
+        loss = -1/(k + 1) * [log(sigmoid(s+)^beta) + sum_k log(1 - sigmoid(s-_k))]
 
     i.e. the positive's probability is raised to the power beta (:func:`gbce_beta`), which counters
-    the overconfidence that negative sampling induces. The result is averaged over positions.
+    the overconfidence that negative sampling induces. The 1/(k + 1) is the paper's normalisation (and
+    the official code's mean over all k + 1 logits), so that ``t = 0`` is exactly PyTorch's mean BCE
+    and the gradient scale does not grow with k. The result is averaged over positions.
     """
 
     def __init__(self, n_items: int, n_negatives: int, t: float) -> None:
@@ -256,7 +258,7 @@ class GBCE(RecLoss):
         pos, neg = logits[:, 0], logits[:, 1:]  # [M], [M, k]
         # -log sigmoid(x) = softplus(-x);  -log(1 - sigmoid(x)) = softplus(x)
         per_position = self.beta * F.softplus(-pos) + F.softplus(neg).sum(dim=1)  # [M]
-        return per_position.mean()
+        return per_position.mean() / (neg.shape[1] + 1)
 
 
 def build_loss(cfg: LossConfig, n_items: int, item_counts: Tensor | None = None) -> RecLoss:

@@ -7,6 +7,7 @@ per trial, a notebook calls it directly.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import time
 from datetime import timedelta
@@ -25,6 +26,8 @@ from recsys.data.prepared import PreparedDataset
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule
 from recsys.training.module import BERT4RecModule, metric_key
+
+log = logging.getLogger("recsys.train")
 
 __all__ = ["MONITOR", "EpochHistory", "FitResult", "dataset_fingerprint", "fit"]
 
@@ -81,6 +84,9 @@ class EpochHistory(Callback):
         if trainer.optimizers:
             record["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.records.append(record)
+        if trainer.is_global_zero:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
+            log.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs or 0, shown)
         for logger in trainer.loggers:
             logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=trainer.current_epoch)
 
@@ -159,6 +165,7 @@ def fit(
         gradient_clip_val=tcfg.grad_clip,
         check_val_every_n_epoch=tcfg.val_every_n_epochs,
         num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
         callbacks=all_callbacks,
         logger=list(loggers) if loggers else False,
         enable_progress_bar=tcfg.progress_bar,

@@ -119,14 +119,17 @@ class BERT4RecModule(pl.LightningModule):
         )
         inputs = inputs.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        hidden = self.model.encode(inputs)  # [B, L, d]
         selected = labels > 0  # [B, L]
-        loss = self.loss_fn(hidden[selected], labels[selected], self.model, generator=gen)  # hidden: [M, d]
+        hidden = self.model.hidden_at(inputs, selected)  # [M, d]: the masked positions only
+        loss = self.loss_fn(hidden, labels[selected], self.model, generator=gen)
         self._tokens += int((batch.items > 0).sum())
         self._loss_sum += loss.detach().double().cpu()
         self._loss_count += 1
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch))
-        self.log("tokens_per_s", self.epoch_tokens_per_s, on_step=True, on_epoch=False, prog_bar=True)
+        # Per-step loss goes to the loggers at the global step; per-epoch values (step = epoch) are
+        # logged once by recsys.training.fit.EpochHistory, so no metric has two x-axes.
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        self.log("tokens_per_s", self.epoch_tokens_per_s, on_step=True, on_epoch=False, prog_bar=True,
+                 logger=False)
         return loss
 
     # -- validation ---------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ class BERT4RecModule(pl.LightningModule):
         values = dict(zip(keys, reduced.cpu().tolist(), strict=True))
         users = max(values.pop("_users"), 1.0)
         for key, total in values.items():
-            self.log(key, total / users, prog_bar=True, sync_dist=False, rank_zero_only=False)
+            self.log(key, total / users, prog_bar=True, logger=False, sync_dist=False, rank_zero_only=False)
 
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -124,7 +124,8 @@ def test_gbce_with_t0_is_plain_bce(model: BERT4Rec, n_negatives: int) -> None:
     logits = torch.cat([pos, neg], dim=1)
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1
-    expected = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1).mean()
+    # PyTorch's BCE, averaged over all positive and negative logits (the paper's 1 / (k + 1)).
+    expected = F.binary_cross_entropy_with_logits(logits, labels)
     torch.testing.assert_close(got, expected)
 
 
@@ -136,8 +137,8 @@ def test_gbce_beta_weights_the_positive_term(model: BERT4Rec) -> None:
     s = model.score(hidden)
     pos = s.gather(1, targets[:, None]).squeeze(1)
     neg = s.gather(1, negatives)
-    # -[log(sigmoid(s+)^beta) + sum log(1 - sigmoid(s-))]
-    expected = -(torch.log(torch.sigmoid(pos) ** loss.beta) + torch.log1p(-torch.sigmoid(neg)).sum(1))
+    # -1/(k+1) [log(sigmoid(s+)^beta) + sum log(1 - sigmoid(s-))]
+    expected = -(torch.log(torch.sigmoid(pos) ** loss.beta) + torch.log1p(-torch.sigmoid(neg)).sum(1)) / 5
     torch.testing.assert_close(got, expected.mean(), atol=1e-5, rtol=1e-5)
 
 

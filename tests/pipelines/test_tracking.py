@@ -211,6 +211,17 @@ def test_keyboard_interrupt_marks_run_killed(local_store: Path) -> None:
     assert run.data.tags["error.type"] == "KeyboardInterrupt"
 
 
+def test_lightning_sigterm_marks_run_killed_not_finished(local_store: Path) -> None:
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    cfg = make_cfg(None)
+    with pytest.raises(SIGTERMException), tracked_run(cfg, "train", dataset="x") as tracker:
+        run_id = run_id_of(tracker)
+        raise SIGTERMException
+    run = MlflowClient(resolve_tracking_uri(cfg.tracking)).get_run(run_id)
+    assert run.info.status == "KILLED"
+
+
 def test_disabled_tracking_makes_no_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     # Unreachable on purpose: a disabled tracker must not even look at the store.

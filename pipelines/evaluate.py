@@ -1,0 +1,336 @@
+"""The ``evaluate`` job: full-ranking metrics of a model bundle and the baselines, in one table.
+
+Protocol (the published ML-1M one): every user with a target in the split is ranked over the whole
+catalogue, already-seen items excluded (``eval.exclude_seen``), at the cut-offs ``eval.ks``. The test split
+gives the model the full history up to the test target, validation item included
+(``PreparedDataset.history("test")``); the validation split gives the training events. The model and the
+baselines (most popular, last-item transitions, both fitted on the training events only) go through the
+same :func:`recsys.evaluation.baselines.evaluate_scorer`, so their numbers are comparable. Sampled metrics
+(``eval.sampled_negatives``) are reported as well when asked for, always under ``sampled_*`` names.
+
+Written to ``<train.output_dir>/evaluation/<split>/`` and logged to the MLflow run: ``metrics.csv`` and
+``metrics.json``, the breakdowns by history length and target popularity (csv, parquet, png), and the
+recommendation-popularity table and plot (share of top-k slots per catalogue-popularity decile against
+the share of training interactions in that decile).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pipelines.recommend import check_compatible, load_model, resolve_device
+from pipelines.tracking import Tracker, tracked_run
+from pipelines.train import dataset_name
+from recsys.config import RecsysConfig
+from recsys.data.prepared import PreparedDataset
+from recsys.data.sequences import Sequences
+from recsys.evaluation.baselines import EvalResult, LastItemTransitions, MostPopular, Scorer, evaluate_scorer
+from recsys.evaluation.breakdown import breakdowns, save_breakdown
+from recsys.inference.recommend import plan_batches, select_rows, topk_rows
+from recsys.inference.scoring import ModelScorer
+from recsys.training.fit import dataset_fingerprint
+
+__all__ = ["MODEL_NAME", "EvaluateResult", "popularity_deciles", "run"]
+
+MODEL_NAME = "bert4rec"
+"""The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
+DECILES = 10
+
+
+@dataclass
+class EvaluateResult:
+    """The outcome of ``recsys evaluate``: metrics per scorer (model first, then baselines)."""
+
+    run_id: str | None
+    split: str
+    model: str
+    data: str
+    users: int
+    ks: list[int]
+    metrics: dict[str, dict[str, float]]
+    fingerprint_match: bool
+    exclude_seen: bool
+    output_dir: Path
+    artifacts: list[str]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "split": self.split,
+            "model": self.model,
+            "data": self.data,
+            "users": self.users,
+            "ks": self.ks,
+            "fingerprint_match": self.fingerprint_match,
+            "exclude_seen": self.exclude_seen,
+            "metrics": self.metrics,
+            "output_dir": str(self.output_dir),
+            "artifacts": self.artifacts,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def summary(self) -> str:
+        """The report table: NDCG and HR at every k, then coverage at the largest k, per scorer."""
+        k_max = max(self.ks)
+        columns = [f"ndcg@{k}" for k in self.ks] + [f"hr@{k}" for k in self.ks] + [f"coverage@{k_max}"]
+        sampled = sorted({m for v in self.metrics.values() for m in v if m.startswith("sampled_")})
+        lines = [
+            f"{self.split} split, {self.users:,} users, full ranking over the catalogue"
+            + (", seen items excluded" if self.exclude_seen else ""),
+        ]
+        if not self.fingerprint_match:
+            lines.append("WARNING: the model was trained on different data (fingerprint mismatch)")
+        lines += ["", _table(self.metrics, columns)]
+        if sampled:
+            lines += [
+                "",
+                "sampled metrics (NOT comparable with full-ranking ones):",
+                _table(self.metrics, sampled),
+            ]
+        lines.append(f"\nartifacts: {self.output_dir}")
+        if self.run_id:
+            lines.append(f"MLflow run: {self.run_id}")
+        return "\n".join(lines)
+
+
+def _table(metrics: Mapping[str, Mapping[str, float]], columns: list[str]) -> str:
+    width = max(12, *(len(c) + 2 for c in columns))
+    head = f"{'':<24}" + "".join(f"{c:>{width}}" for c in columns)
+    rows = [head]
+    for name, values in metrics.items():
+        rows.append(f"{name:<24}" + "".join(f"{values.get(c, float('nan')):>{width}.4f}" for c in columns))
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------------ popularity
+def popularity_deciles(item_counts: np.ndarray, n_items: int) -> np.ndarray:
+    """int64[V]: catalogue-popularity decile (0 = the most popular 10% of items) of every item column.
+
+    Items are ranked by training count (ties by index); PAD and MASK get -1.
+    """
+    counts = np.asarray(item_counts, dtype=np.int64)[1 : n_items + 1]
+    order = np.lexsort((np.arange(n_items), -counts))  # by count descending, then index
+    deciles = np.full(n_items + 2, -1, dtype=np.int64)
+    deciles[order + 1] = np.arange(n_items) * DECILES // n_items
+    return deciles
+
+
+def _recommendation_popularity(
+    scorers: Mapping[str, Scorer],
+    histories: Sequences,
+    item_counts: np.ndarray,
+    n_items: int,
+    *,
+    k: int,
+    max_history: int,
+    exclude_seen: bool,
+    batch_size: int,
+    device: str,
+) -> pl.DataFrame:
+    """Share of each scorer's top-k slots per catalogue-popularity decile, beside the decile's share of
+    training interactions (and of items). A popularity-biased scorer puts most slots in decile 1."""
+    deciles = popularity_deciles(item_counts, n_items)
+    counts = np.asarray(item_counts, dtype=np.float64)
+    real = deciles >= 0
+    catalogue = np.bincount(deciles[real], weights=counts[real], minlength=DECILES)
+    table: dict[str, Any] = {
+        "decile": np.arange(1, DECILES + 1),
+        "items": np.bincount(deciles[real], minlength=DECILES),
+        "catalogue_share": catalogue / max(catalogue.sum(), 1.0),
+    }
+    plan = plan_batches(histories.lengths(), batch_size, max_width=max_history)
+    for name, scorer in scorers.items():
+        slots = np.zeros(DECILES, dtype=np.float64)
+        for rows in plan:
+            with torch.inference_mode():
+                top = topk_rows(
+                    scorer.scores,
+                    histories,
+                    rows,
+                    k,
+                    max_history=max_history,
+                    exclude_seen=exclude_seen,
+                    device=device,
+                )
+            items = top.items[top.items > 0]
+            slots += np.bincount(deciles[items], minlength=DECILES)
+        table[f"{name}_share"] = slots / max(slots.sum(), 1.0)
+    return pl.DataFrame(table)
+
+
+def _plot_popularity(table: pl.DataFrame, path: Path, k: int) -> Path:
+    shares = [c for c in table.columns if c.endswith("_share")]
+    fig = Figure(figsize=(9, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = np.arange(table.height)
+    width = 0.8 / len(shares)
+    for i, column in enumerate(shares):
+        label = "catalogue interactions" if column == "catalogue_share" else column.removesuffix("_share")
+        ax.bar(x + (i - (len(shares) - 1) / 2) * width, table[column].to_numpy(), width=width, label=label)
+    ax.set_xticks(x, [f"D{d}" for d in table["decile"]])
+    ax.set(
+        xlabel="catalogue popularity decile (D1 = most popular 10% of items)",
+        ylabel="share",
+        title=f"top-{k} recommendations vs catalogue popularity",
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the job
+def _write_outputs(
+    directory: Path,
+    results: Mapping[str, EvalResult],
+    popularity: pl.DataFrame,
+    cfg: RecsysConfig,
+    k_plot: int,
+) -> list[Path]:
+    metrics = {name: r.metrics for name, r in results.items()}
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    names = list(next(iter(metrics.values())))
+    pl.DataFrame(
+        [{"scorer": name, **{m: values.get(m) for m in names}} for name, values in metrics.items()]
+    ).write_csv(directory / "metrics.csv")
+    written = [directory / "metrics.json", directory / "metrics.csv"]
+    plotted = (f"ndcg@{k_plot}", f"hr@{k_plot}")
+    for by, table in breakdowns(results, cfg.eval).items():
+        written += save_breakdown(table, directory, f"breakdown_{by}", metrics=plotted).values()
+    popularity.write_csv(directory / "recommendation_popularity.csv")
+    popularity.write_parquet(directory / "recommendation_popularity.parquet")
+    written += [
+        directory / "recommendation_popularity.csv",
+        directory / "recommendation_popularity.parquet",
+        _plot_popularity(popularity, directory / "recommendation_popularity.png", k_plot),
+    ]
+    return written
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Put the freshly written evaluation folder in place of the previous one for this split."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+
+
+def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+    for name, result in results.items():
+        tracker.log_metrics({f"{split}.{name}.{metric}": value for metric, value in result.metrics.items()})
+    tracker.log_artifact(directory, "evaluation")
+
+
+def run(
+    cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Literal["test", "validation"] = "test"
+) -> EvaluateResult:
+    """Evaluate a model bundle (directory or ``models:/name/version``) on a prepared dataset.
+
+    Args:
+        cfg: configuration; ``eval`` sets ks, seen-item exclusion, sampled metrics, batch size and the
+            breakdown buckets; ``train.accelerator`` the device; ``train.seed`` the negative sampling.
+        model: the bundle.
+        data: the prepared dataset directory the model is evaluated on.
+        split: ``test`` (history = train + validation events) or ``validation`` (history = train events).
+    """
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+    started = time.perf_counter()
+    with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg)) as tracker:
+        bundle = load_model(model)
+        dataset = PreparedDataset.load(data)
+        match = check_compatible(bundle, dataset)
+        tracker.set_tags({"model": str(model), "split": split, "fingerprint_match": str(match).lower()})
+        tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=dataset.path, context=split)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+
+        device = resolve_device(cfg)
+        n_items = dataset.n_items
+        counts = dataset.item_counts()
+        train = dataset.history("train")
+        histories, targets = dataset.history(split), dataset.targets(split)
+        max_history = bundle.model.max_len - 1
+        scorers: dict[str, Scorer] = {
+            MODEL_NAME: ModelScorer(bundle.model, device),
+            "most_popular": MostPopular(counts, n_items),
+            "last_item_transitions": LastItemTransitions(
+                train.offsets, train.items, n_items, item_counts=counts
+            ),
+        }
+        results = {
+            name: evaluate_scorer(
+                scorer,
+                histories,
+                targets,
+                ks=cfg.eval.ks,
+                n_items=n_items,
+                item_counts=counts,
+                exclude_seen=cfg.eval.exclude_seen,
+                batch_size=cfg.eval.batch_size,
+                max_len=max_history,
+                per_user=True,
+                sampled_negatives=cfg.eval.sampled_negatives,
+                sampled_by=cfg.eval.sampled_by,
+                # Every scorer gets the same seeded negatives.
+                generator=torch.Generator().manual_seed(cfg.train.seed),
+                device=device,
+            )
+            for name, scorer in scorers.items()
+        }
+        k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
+        evaluated = select_rows(histories, np.searchsorted(histories.users, targets.users))
+        popularity = _recommendation_popularity(
+            scorers,
+            evaluated,
+            counts,
+            n_items,
+            k=k_plot,
+            max_history=max_history,
+            exclude_seen=cfg.eval.exclude_seen,
+            batch_size=cfg.eval.batch_size,
+            device=device,
+        )
+
+        target = Path(cfg.train.output_dir) / "evaluation" / split
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=target.parent))
+        try:
+            written = _write_outputs(staging, results, popularity, cfg, k_plot)
+            _replace_dir(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _log(tracker, split, results, target)
+        result = EvaluateResult(
+            run_id=tracker.run_id,
+            split=split,
+            model=str(model),
+            data=str(dataset.path),
+            users=len(targets),
+            ks=sorted(set(cfg.eval.ks)),
+            metrics={name: r.metrics for name, r in results.items()},
+            fingerprint_match=match,
+            exclude_seen=cfg.eval.exclude_seen,
+            output_dir=target,
+            artifacts=[p.name for p in written],
+            seconds=time.perf_counter() - started,
+        )
+        tracker.log_metrics({f"{split}.users": result.users, f"{split}.seconds": result.seconds})
+        return result

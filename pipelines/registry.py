@@ -1,0 +1,227 @@
+"""Model URIs -> local bundle directories, so every job takes ``--model models:/name/1`` as well as a path.
+
+Accepted forms:
+
+- a bundle directory (any string that is not an MLflow URI): returned unchanged;
+- ``models:/<name>/<version>`` and ``models:/<name>@<alias>``: a Model Registry version;
+- ``runs:/<run_id>/model`` (the pyfunc model ``log_pyfunc_model`` logs), ``runs:/<run_id>/bundle`` (the
+  bundle ``recsys train`` logs as a plain artifact) and ``models:/<model_id>`` (an MLflow 3 logged model).
+
+Downloads land in a cache, ``$RECSYS_MODEL_CACHE`` or ``$XDG_CACHE_HOME/recsys/models`` (default
+``~/.cache/recsys/models``): registry versions under ``<name>/<version>``, other URIs under
+``_uri/<hash>``. A registry version never changes, so a cached copy is reused as long as its recorded
+origin (registry, source, model id) still matches; an alias is looked up on every call, then cached by
+the version it points to. Downloads are staged beside the cache entry and renamed into place, so an
+interrupted download never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+
+from pipelines.pyfunc import BUNDLE_ARTIFACT, HISTORIES_ARTIFACT
+from pipelines.tracking import check_reachable
+from recsys.training.bundle import MANIFEST, BundleError
+
+__all__ = [
+    "MODEL_CACHE_ENV",
+    "ModelURIError",
+    "ResolvedModel",
+    "is_model_uri",
+    "resolve_model",
+    "resolve_model_uri",
+]
+
+MODEL_CACHE_ENV: Final = "RECSYS_MODEL_CACHE"
+"""Environment variable naming the download cache folder."""
+
+_SOURCE_FILE = "source.json"  # beside the downloaded files: where they came from
+_FILES_DIR = "files"
+_MLMODEL = "MLmodel"
+_PYFUNC = "python_function"
+_REGISTRY_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
+_REGISTRY_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?$")
+
+
+class ModelURIError(BundleError):
+    """A model URI that does not resolve to a recsys model bundle (shown as an input error by the CLI)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Local paths of a resolved model.
+
+    Attributes:
+        bundle: the model bundle directory (give it to ``load_bundle``).
+        histories: the known users' histories file of a pyfunc model (``pipelines.pyfunc``), if any.
+    """
+
+    bundle: Path
+    histories: Path | None = None
+
+
+def is_model_uri(uri: str | Path) -> bool:
+    """True for ``models:/`` and ``runs:/`` URIs, False for anything else (a local path)."""
+    return isinstance(uri, str) and uri.startswith(("models:/", "runs:/"))
+
+
+def resolve_model_uri(
+    uri: str | Path, *, tracking_uri: str | None = None, cache_dir: Path | None = None
+) -> Path:
+    """The local bundle directory for ``uri`` (downloaded and cached if it is an MLflow URI).
+
+    Args:
+        uri: a bundle directory, ``models:/name/version``, ``models:/name@alias`` or ``runs:/id/model``.
+        tracking_uri: the MLflow store to ask (also the registry); default MLflow's current one
+            (``$MLFLOW_TRACKING_URI`` or whatever ``mlflow.set_tracking_uri`` set).
+        cache_dir: where downloads go; default ``$RECSYS_MODEL_CACHE`` or ``~/.cache/recsys/models``.
+
+    Raises:
+        ModelURIError: the URI names nothing, or something that is not a recsys model; the message names
+            the URI and the store.
+        TrackingError: the tracking server does not answer.
+    """
+    return resolve_model(uri, tracking_uri=tracking_uri, cache_dir=cache_dir).bundle
+
+
+def resolve_model(
+    uri: str | Path, *, tracking_uri: str | None = None, cache_dir: Path | None = None
+) -> ResolvedModel:
+    """Like :func:`resolve_model_uri`, also returning the stored known-user histories when there are any."""
+    if not is_model_uri(uri):
+        return ResolvedModel(bundle=Path(uri))
+    text = str(uri)
+    tracking = tracking_uri or mlflow.get_tracking_uri()
+    registry = tracking_uri or mlflow.get_registry_uri()
+    # Fail in seconds on a wrong server address: MLflow's client retries for minutes before giving up.
+    check_reachable(registry)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=registry)
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    try:
+        download_uri, entry, origin = _locate(text, client, root, registry)
+        model_dir = _cached_download(download_uri, entry, origin, tracking, registry)
+    except MlflowException as exc:
+        raise ModelURIError(
+            f"model {text} cannot be resolved in MLflow store {registry}: {exc.message}"
+        ) from None
+    return _inspect(model_dir, text)
+
+
+def default_cache_dir() -> Path:
+    """``$RECSYS_MODEL_CACHE``, else ``$XDG_CACHE_HOME/recsys/models``, else ``~/.cache/recsys/models``."""
+    explicit = os.environ.get(MODEL_CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "recsys" / "models"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name) or "_"
+
+
+def _locate(uri: str, client: MlflowClient, root: Path, registry: str) -> tuple[str, Path, dict[str, Any]]:
+    """(URI to download, cache entry folder, origin record that must match for a cached copy to count)."""
+    by_version = _REGISTRY_VERSION.match(uri)
+    by_alias = _REGISTRY_ALIAS.match(uri)
+    if by_version or by_alias:
+        if by_version:
+            name = by_version["name"]
+            version = client.get_model_version(name, by_version["version"])
+        else:
+            assert by_alias is not None
+            name = by_alias["name"]
+            version = client.get_model_version_by_alias(name, by_alias["alias"])
+        origin = {
+            "registry": registry,
+            "name": name,
+            "version": str(version.version),
+            "source": version.source,
+            "model_id": getattr(version, "model_id", None),
+            "run_id": version.run_id,
+        }
+        return f"models:/{name}/{version.version}", root / _safe(name) / str(version.version), origin
+    # Run artifacts and logged models have no version number: key them by store and URI.
+    digest = hashlib.sha256(f"{registry}\n{uri}".encode()).hexdigest()[:16]
+    return uri, root / "_uri" / digest, {"registry": registry, "uri": uri}
+
+
+def _cached_download(
+    download_uri: str, entry: Path, origin: dict[str, Any], tracking: str, registry: str
+) -> Path:
+    """The downloaded files of ``download_uri`` under ``entry``, downloading only if not cached."""
+    cached = _cached(entry, origin)
+    if cached is not None:
+        return cached
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=download_uri,
+                dst_path=str(staging / _FILES_DIR),
+                tracking_uri=tracking,
+                registry_uri=registry,
+            )
+        )
+        record = {**origin, "path": local.resolve().relative_to(staging.resolve()).as_posix()}
+        (staging / _SOURCE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        # Another process may have finished the same download meanwhile: keep theirs if it is good.
+        cached = _cached(entry, origin)
+        if cached is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            return cached
+        if entry.exists():  # a stale copy (the registry was reset, or another store): replace it
+            stale = entry.with_name(f".{entry.name}.old-{os.getpid()}")
+            entry.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        staging.rename(entry)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return entry / record["path"]
+
+
+def _cached(entry: Path, origin: dict[str, Any]) -> Path | None:
+    try:
+        record = json.loads((entry / _SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    path = entry / str(record.get("path", ""))
+    if {k: record.get(k) for k in origin} != origin or not path.exists():
+        return None
+    return path
+
+
+def _inspect(model_dir: Path, uri: str) -> ResolvedModel:
+    """Find the bundle in a downloaded pyfunc model, or accept a downloaded bundle itself."""
+    if (model_dir / _MLMODEL).is_file():
+        flavor = Model.load(str(model_dir)).flavors.get(_PYFUNC, {})
+        artifacts = flavor.get("artifacts", {})
+        if BUNDLE_ARTIFACT not in artifacts:
+            raise ModelURIError(
+                f"model {uri} is an MLflow model but not a recsys one (no {BUNDLE_ARTIFACT!r} artifact)"
+            )
+        histories = artifacts.get(HISTORIES_ARTIFACT)
+        return ResolvedModel(
+            bundle=model_dir / artifacts[BUNDLE_ARTIFACT]["path"],
+            histories=model_dir / histories["path"] if histories else None,
+        )
+    if (model_dir / MANIFEST).is_file():
+        return ResolvedModel(bundle=model_dir)
+    raise ModelURIError(
+        f"model {uri} downloaded to {model_dir} is neither a recsys pyfunc model (no {_MLMODEL}) nor a model "
+        f"bundle (no {MANIFEST})"
+    )

@@ -1,0 +1,94 @@
+"""The real MovieLens files from the shared data directory (skipped when it is absent)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.data.columns import ITEM, ROW, TIMESTAMP, USER
+from recsys.data.pipeline import build, prepare
+from recsys.data.prepared import PreparedDataset
+from tests.data.conftest import data_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ml1m(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
+    cfg = data_config(
+        shared_data / "ml-1m" / "ml-1m.txt",
+        output_dir=tmp_path_factory.mktemp("ml1m") / "prepared",
+        cleaning={"min_user_interactions": 5, "min_item_interactions": 5},
+    )
+    return PreparedDataset.load(prepare(cfg).path)
+
+
+def test_ml1m_paper_counts(ml1m: PreparedDataset) -> None:
+    counts = ml1m.manifest["counts"]
+    assert (ml1m.n_users, ml1m.n_items, counts["interactions"]) == (6_040, 3_416, 999_611)
+    assert (counts["validation"], counts["test"]) == (6_040, 6_040)
+    assert ml1m.manifest["source"]["format"] == "sasrec_txt"
+    # Ids are already 1..6040 / 1..3416: sorted-id vocabularies map user u -> u - 1, item i -> i.
+    assert ml1m.users.ids.to_list() == list(range(1, 6_041))
+    assert ml1m.items.ids.to_list() == list(range(1, 3_417))
+
+
+def test_ml1m_targets_are_the_last_lines(ml1m: PreparedDataset, shared_data: Path) -> None:
+    raw = pl.read_csv(
+        shared_data / "ml-1m" / "ml-1m.txt", separator=" ", has_header=False, new_columns=["u", "i"]
+    )
+    last_two = raw.group_by("u", maintain_order=True).agg(pl.col("i").tail(2)).sort("u")
+    test = ml1m.targets("test")
+    val = ml1m.targets("validation")
+    assert test.items.tolist() == [pair[-1] for pair in last_two["i"].to_list()]
+    assert val.items.tolist() == [pair[0] for pair in last_two["i"].to_list()]
+    train = ml1m.history("train")
+    history_test = ml1m.history("test")
+    assert np.array_equal(history_test.lengths(), train.lengths() + 1)
+    # The test history is the training history plus the validation target, per user, in order.
+    ends = history_test.offsets[1:] - 1
+    assert np.array_equal(history_test.items[ends], val.items)
+
+
+def test_ml100k_inter_with_timestamps(shared_data: Path) -> None:
+    built = build(data_config(shared_data / "ml-100k" / "ml-100k.inter"))
+    frame = built.interactions
+    assert (built.input_rows, len(built.users), len(built.items)) == (100_000, 943, 1_682)
+    assert built.source.format == "recbole_inter" and frame.schema[TIMESTAMP] == pl.Int64
+    # Chronological within each user, ties in file order.
+    order = frame.select(USER, TIMESTAMP, ROW)
+    assert order.equals(order.sort([USER, TIMESTAMP, ROW]))
+
+
+def test_ml_latest_small_ratings_csv(shared_data: Path) -> None:
+    path = shared_data / "ml-latest-small" / "ratings.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    # Counted independently of polars: the shared copy has one extra row beyond the README's 100,836
+    # (`999,999999,5.0,1493846415`, no trailing newline), so 611 users and 9,725 items.
+    assert (len(rows), len({r[0] for r in rows}), len({r[1] for r in rows})) == (100_837, 611, 9_725)
+    built = build(data_config(path, cleaning={"min_user_interactions": 5, "min_item_interactions": 5}))
+    assert built.source.format == "movielens_csv"
+    assert (built.input_rows, built.input_users, built.input_items) == (100_837, 611, 9_725)
+    assert 999 not in built.users.ids.to_list()  # one rating only: removed by the 5-core
+    frame = built.interactions
+    assert frame.select(USER, TIMESTAMP, ROW).equals(
+        frame.select(USER, TIMESTAMP, ROW).sort([USER, TIMESTAMP, ROW])
+    )
+
+
+def test_raw_movielens_dat(shared_data: Path) -> None:
+    path = shared_data / "ml-1m" / "ratings_users1-2999.dat"
+    built = build(data_config(path))
+    assert built.source.format == "movielens_dat" and built.source.encoding == "iso8859-1"
+    assert (built.input_rows, len(built.users), len(built.items)) == (487_650, 2_999, 3_615)
+    assert built.users.ids.to_list() == list(range(1, 3_000))
+    liked = build(data_config(path, cleaning={"rating_threshold": 4}))
+    with path.open(encoding="latin-1") as handle:
+        expected = sum(int(line.split("::")[2]) >= 4 for line in handle)
+    assert liked.interactions.height == expected
+    assert built.interactions[ITEM].min() == 1
