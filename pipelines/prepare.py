@@ -1,7 +1,7 @@
 """The ``prepare`` job: raw interaction log -> prepared dataset directory (+ data report).
 
-A thin entry point over :func:`recsys.data.pipeline.prepare`; it reads ``cfg.data`` only. Tracking
-(MLflow) wraps this function from outside.
+A thin entry point over :func:`recsys.data.pipeline.prepare`; it reads ``cfg.data`` (and
+``cfg.tracking``: the run is an MLflow run with the counts as metrics and the report as artifacts).
 """
 
 from __future__ import annotations
@@ -70,16 +70,26 @@ def run(cfg: RecsysConfig, *, force: bool = False, echo: bool = False) -> Prepar
     Raises:
         recsys.data.errors.DataError: for bad input; nothing is written then.
     """
+    from pipelines.tracking import tracked_run
+    from pipelines.train import dataset_name
+
     started = time.perf_counter()
-    outcome = prepare(cfg.data, force=force)
-    result = PrepareResult(
-        path=outcome.path,
-        counts=dict(outcome.manifest["counts"]),
-        reused=outcome.reused,
-        report=outcome.report,
-        elapsed_s=round(time.perf_counter() - started, 3),
-        timings=outcome.timings,
-    )
+    with tracked_run(cfg, "prepare", dataset=dataset_name(cfg)) as tracker:
+        outcome = prepare(cfg.data, force=force)
+        result = PrepareResult(
+            path=outcome.path,
+            counts=dict(outcome.manifest["counts"]),
+            reused=outcome.reused,
+            report=outcome.report,
+            elapsed_s=round(time.perf_counter() - started, 3),
+            timings=outcome.timings,
+        )
+        tracker.set_tags({"prepared.reused": outcome.reused, "prepared.path": str(outcome.path)})
+        tracker.log_metrics({f"data.{k}": float(v) for k, v in result.counts.items()})
+        tracker.log_metrics({f"timing.{k}": float(v) for k, v in outcome.timings.items()})
+        for name in ("report.json", "report.txt", "seq_length_hist.png", "manifest.json"):
+            if (outcome.path / name).is_file():
+                tracker.log_artifact(outcome.path / name, "data")
     if echo:
         print(result.summary())
     return result

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModel
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
@@ -54,6 +55,8 @@ _MLMODEL = "MLmodel"
 _PYFUNC = "python_function"
 _REGISTRY_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
 _REGISTRY_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?$")
+_LOGGED_MODEL = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)/?$")
+_RUN_PATH = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>.+?)/?$")
 
 
 class ModelURIError(BundleError):
@@ -133,7 +136,12 @@ def _safe(name: str) -> str:
 
 
 def _locate(uri: str, client: MlflowClient, root: Path, registry: str) -> tuple[str, Path, dict[str, Any]]:
-    """(URI to download, cache entry folder, origin record that must match for a cached copy to count)."""
+    """(artifact URI to download, cache entry folder, origin record a cached copy must match).
+
+    ``models:/`` URIs are turned into their underlying artifact location here, through ``client``:
+    ``mlflow.artifacts.download_artifacts`` would resolve them against MLflow's *global* registry URI,
+    whatever ``registry_uri`` it is given.
+    """
     by_version = _REGISTRY_VERSION.match(uri)
     by_alias = _REGISTRY_ALIAS.match(uri)
     if by_version or by_alias:
@@ -149,13 +157,49 @@ def _locate(uri: str, client: MlflowClient, root: Path, registry: str) -> tuple[
             "name": name,
             "version": str(version.version),
             "source": version.source,
-            "model_id": getattr(version, "model_id", None),
             "run_id": version.run_id,
         }
-        return f"models:/{name}/{version.version}", root / _safe(name) / str(version.version), origin
-    # Run artifacts and logged models have no version number: key them by store and URI.
+        download = client.get_model_version_download_uri(name, str(version.version))
+        return download, root / _safe(name) / str(version.version), origin
+    logged = _LOGGED_MODEL.match(uri)
+    run = _RUN_PATH.match(uri)
+    if logged:
+        download = client.get_logged_model(logged["model_id"]).artifact_location
+    elif run:
+        download = _run_artifact_location(client, run["run_id"], run["path"])
+    else:
+        raise ModelURIError(
+            f"model {uri} (MLflow store {registry}): unsupported form; use models:/<name>/<version>, "
+            "models:/<name>@<alias>, "
+            "models:/<model_id> or runs:/<run_id>/<path>"
+        )
+    # No version number here: key the cache by store and URI, and check the location still matches (a
+    # model logged again into the same run is a new logged model elsewhere).
     digest = hashlib.sha256(f"{registry}\n{uri}".encode()).hexdigest()[:16]
-    return uri, root / "_uri" / digest, {"registry": registry, "uri": uri}
+    return download, root / "_uri" / digest, {"registry": registry, "uri": uri, "location": download}
+
+
+def _run_artifact_location(client: MlflowClient, run_id: str, path: str) -> str:
+    """Where ``runs:/<run_id>/<path>`` lives: the run's newest logged model named ``path`` (MLflow 3 keeps
+    model artifacts outside the run), else the run's own artifact ``path`` (the plain ``bundle`` one)."""
+    run = client.get_run(run_id)
+    newest: LoggedModel | None = None
+    token: str | None = None
+    while "'" not in path:  # a quote cannot be part of a model name filter
+        page = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"name = '{path}'", page_token=token
+        )
+        for model in page:
+            if model.source_run_id == run_id and (
+                newest is None or model.creation_timestamp > newest.creation_timestamp
+            ):
+                newest = model
+        token = page.token
+        if not token:
+            break
+    if newest is not None:
+        return str(newest.artifact_location)
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}"
 
 
 def _cached_download(

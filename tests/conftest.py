@@ -29,3 +29,13 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tracking_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A test that tracks without choosing a store writes to a temporary one, never into the repo.
+
+    Tests of the default store itself (tests/pipelines) unset this per test and chdir to tmp_path.
+    """
+    store = tmp_path_factory.mktemp("mlflow") / "mlruns.db"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from recsys.training.bundle import Bundle
 
 __all__ = [
+    "CPU_TOKENS_PER_CHUNK",
     "ITEM_ID",
     "TIMESTAMP_ID",
     "USER_ID",
@@ -70,6 +71,10 @@ ScoreFn = Callable[[Tensor], Tensor]
 """``Long[B, L]`` left-padded histories -> ``Float[B, V]`` scores (a new tensor the caller may modify)."""
 
 _NEG_INF = float("-inf")
+# On CPU the encoder is memory-bound: a 1024-user batch at length 200 makes [200k, 4d] activations that
+# spill out of cache on every layer. Running it in chunks of about this many tokens keeps them in cache:
+# ML-1M's 6,040 users take 2.35 s of CPU instead of 4.6 s (one thread; 4k-16k tokens are all as good).
+CPU_TOKENS_PER_CHUNK = 16_384
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,22 @@ def blocked_items(
     return blocked
 
 
+def _score_in_chunks(score_fn: ScoreFn, inputs: Tensor) -> Tensor:
+    """``score_fn(inputs)``, run over row chunks of ~CPU_TOKENS_PER_CHUNK tokens on CPU (see above).
+
+    Accelerators get the whole batch at once: they want large kernels, not cache-sized ones.
+    """
+    step = max(1, CPU_TOKENS_PER_CHUNK // (inputs.shape[1] + 1))  # +1: the appended [MASK]
+    if inputs.device.type != "cpu" or step >= len(inputs):
+        return score_fn(inputs)
+    first = score_fn(inputs[:step])  # [step, V]
+    scores = first.new_empty((len(inputs), first.shape[1]))  # [B, V]
+    scores[:step] = first
+    for lo in range(step, len(inputs), step):
+        scores[lo : lo + step] = score_fn(inputs[lo : lo + step])
+    return scores
+
+
 def topk_rows(
     score_fn: ScoreFn,
     histories: Sequences,
@@ -189,7 +210,7 @@ def topk_rows(
     lengths = histories.offsets[rows + 1] - histories.offsets[rows]
     width = int(min(max(int(lengths.max(initial=0)), 1), max_history))
     inputs = torch.from_numpy(pad_histories(histories, rows, width)).to(device)  # [B, W]
-    scores = score_fn(inputs)  # [B, V]
+    scores = _score_in_chunks(score_fn, inputs)  # [B, V]
     if blocked is not None:
         scores.masked_fill_(blocked, _NEG_INF)  # broadcast over rows
     if exclude_seen:

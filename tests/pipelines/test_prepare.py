@@ -14,7 +14,7 @@ from recsys.data.prepared import PreparedDataset
 from recsys.data.synthetic import write_log
 
 
-def make_cfg(source: Path, out: Path) -> RecsysConfig:
+def make_cfg(source: Path, out: Path, *, tracking: bool = False) -> RecsysConfig:
     return load_config(
         None,
         [
@@ -22,6 +22,7 @@ def make_cfg(source: Path, out: Path) -> RecsysConfig:
             f"data.output_dir={out}",
             "data.cleaning.min_user_interactions=3",
             "data.cleaning.duplicates=keep_first",
+            f"tracking.enabled={tracking}",
         ],
     )
 
@@ -51,13 +52,33 @@ def test_run_bad_input_raises_data_error(tmp_path: Path) -> None:
 
 
 def test_demo_config_prepares_the_bundled_sample(project_root: Path, tmp_path: Path) -> None:
-    cfg = load_config(project_root / "configs" / "demo.yaml", [f"data.output_dir={tmp_path / 'demo'}"])
+    cfg = load_config(project_root / "configs" / "demo.yaml", [f"data.output_dir={tmp_path / 'demo'}", "tracking.enabled=false"])
     source = cfg.data.source.path
     if not source.is_absolute():
         cfg = load_config(
             project_root / "configs" / "demo.yaml",
-            [f"data.output_dir={tmp_path / 'demo'}", f"data.source.path={project_root / source}"],
+            [
+                f"data.output_dir={tmp_path / 'demo'}",
+                f"data.source.path={project_root / source}",
+                "tracking.enabled=false",
+            ],
         )
     result = run(cfg)
     assert result.report["source"]["format"] == "movielens_csv"
     assert result.counts["users"] > 500 and result.counts["items"] > 3_000
+
+
+def test_prepare_run_is_tracked_in_mlflow(local_store: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    source = write_log(tmp_path / "log.parquet", n_users=60, n_items=40, n_interactions=1_500, seed=5)
+    run(make_cfg(source, tmp_path / "prepared", tracking=True))
+    client = MlflowClient(f"sqlite:///{local_store / 'mlruns.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "recsys"]
+    (tracked,) = client.search_runs([exp.experiment_id])
+    assert tracked.info.status == "FINISHED"
+    assert tracked.data.tags["pipeline"] == "prepare"
+    assert tracked.data.metrics["data.users"] == 60
+    assert tracked.data.params["data.cleaning.min_user_interactions"] == "3"
+    names = {a.path for a in client.list_artifacts(tracked.info.run_id, "data")}
+    assert {"data/report.json", "data/seq_length_hist.png"} <= names

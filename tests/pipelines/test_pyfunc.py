@@ -45,6 +45,20 @@ NEW_USER = "new-user"
 NEW_HISTORY = [3, 4, 5, 6, 7]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run in an empty folder and check it stays free of MLflow's default store (``./mlflow.db``).
+
+    Every call here names its store; MLflow resolving a ``models:/`` URI against its global default
+    instead (which it does inside ``download_artifacts``) would create that file.
+    """
+    cwd = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        yield
+    assert not (cwd / "mlflow.db").exists(), "something used MLflow's default store instead of the given one"
+
+
 @dataclass
 class Trained:
     cfg: RecsysConfig
@@ -343,11 +357,25 @@ def test_resolve_model_uri_round_trip_cache_alias_and_errors(
     )
     monkeypatch.undo()
 
+    # The logged model's own URI (models:/<model_id>) and the run's model resolve to the same bundle files.
+    for other in (logged.model_uri, f"runs:/{logged.run_id}/model"):
+        assert (
+            load_bundle(resolve_model_uri(other, tracking_uri=tracking, cache_dir=cache)).manifest
+            == loaded.manifest
+        )
+
     # Plain paths pass through untouched (load_bundle reports a missing directory itself).
     assert resolve_model_uri(str(trained.bundle_path)) == trained.bundle_path
     assert resolve_model_uri("no/such/dir") == Path("no/such/dir")
 
-    for bad in (f"models:/{logged.name}/7", "models:/no-such-model/1", f"models:/{logged.name}@nope"):
+    bad_uris = (
+        f"models:/{logged.name}/7",
+        "models:/no-such-model/1",
+        f"models:/{logged.name}@nope",
+        f"models:/{logged.name}/latest",
+        f"runs:/{logged.run_id}/nothing-here",
+    )
+    for bad in bad_uris:
         with pytest.raises(ModelURIError, match=re.escape(bad)) as err:
             resolve_model_uri(bad, tracking_uri=tracking, cache_dir=cache)
         assert tracking in str(err.value)

@@ -297,7 +297,12 @@ def test_invalid_combinations_are_pruned_and_the_study_goes_on(tmp_path: Path, b
 
 def test_two_workers_share_one_study(local_store: Path, base_yaml: Path) -> None:
     path = write_tune(
-        local_store, base_yaml, tracking=True, n_trials=6, space={"train.lr": SPACE["train.lr"]}
+        local_store,
+        base_yaml,
+        tracking=True,
+        n_trials=6,
+        max_epochs_per_trial=1,
+        space={"train.lr": SPACE["train.lr"]},
     )
     tune.load_tune_config(path)  # fail here, not in two subprocesses, if the file is wrong
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
