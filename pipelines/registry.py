@@ -32,9 +32,11 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModel
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
+from mlflow.tracking import is_tracking_uri_set
 
 from pipelines.pyfunc import BUNDLE_ARTIFACT, HISTORIES_ARTIFACT
-from pipelines.tracking import check_reachable
+from pipelines.tracking import check_reachable, resolve_tracking_uri
+from recsys.config import TrackingConfig
 from recsys.training.bundle import MANIFEST, BundleError
 
 __all__ = [
@@ -88,8 +90,9 @@ def resolve_model_uri(
 
     Args:
         uri: a bundle directory, ``models:/name/version``, ``models:/name@alias`` or ``runs:/id/model``.
-        tracking_uri: the MLflow store to ask (also the registry); default MLflow's current one
-            (``$MLFLOW_TRACKING_URI`` or whatever ``mlflow.set_tracking_uri`` set).
+        tracking_uri: the MLflow store to ask (also the registry); default the one MLflow was pointed at
+            (``mlflow.set_tracking_uri``, as ``tracked_run`` does, or ``$MLFLOW_TRACKING_URI``), else
+            recsys's default ``sqlite:///mlruns.db`` in the working directory.
         cache_dir: where downloads go; default ``$RECSYS_MODEL_CACHE`` or ``~/.cache/recsys/models``.
 
     Raises:
@@ -107,8 +110,9 @@ def resolve_model(
     if not is_model_uri(uri):
         return ResolvedModel(bundle=Path(uri))
     text = str(uri)
-    tracking = tracking_uri or mlflow.get_tracking_uri()
-    registry = tracking_uri or mlflow.get_registry_uri()
+    tracking = tracking_uri or _current_tracking_uri()
+    # The registry lives in the tracking store unless MLflow was told otherwise.
+    registry = tracking_uri or (mlflow.get_registry_uri() if is_tracking_uri_set() else tracking)
     # Fail in seconds on a wrong server address: MLflow's client retries for minutes before giving up.
     check_reachable(registry)
     client = MlflowClient(tracking_uri=tracking, registry_uri=registry)
@@ -121,6 +125,14 @@ def resolve_model(
             f"model {text} cannot be resolved in MLflow store {registry}: {exc.message}"
         ) from None
     return _inspect(model_dir, text)
+
+
+def _current_tracking_uri() -> str:
+    """MLflow's tracking URI if anything set one (``tracked_run``, ``$MLFLOW_TRACKING_URI``), else recsys's
+    default store (``sqlite:///mlruns.db`` in the working directory), not MLflow's own (``mlflow.db``)."""
+    if is_tracking_uri_set():
+        return mlflow.get_tracking_uri()
+    return resolve_tracking_uri(TrackingConfig())
 
 
 def default_cache_dir() -> Path:

@@ -40,7 +40,9 @@ class Setup:
         ]
 
 
-def untrained_setup(root: Path, *, n_users: int = 60, n_items: int = 30, seed: int = 0, **overrides: object) -> Setup:
+def untrained_setup(
+    root: Path, *, n_users: int = 60, n_items: int = 30, seed: int = 0, **overrides: object
+) -> Setup:
     """Prepared dataset + a bundle of a randomly initialised model (no training: fast)."""
     from recsys.training.bundle import save_bundle
     from recsys.training.fit import dataset_fingerprint
@@ -88,6 +90,8 @@ def read_parts(out: Path) -> pl.DataFrame:
     return frame.sort([first, "rank"])
 
 
-def random_histories(rng: np.random.Generator, n_users: int, n_items: int, low: int, high: int) -> list[list[int]]:
+def random_histories(
+    rng: np.random.Generator, n_users: int, n_items: int, low: int, high: int
+) -> list[list[int]]:
     """Histories of random lengths in [low, high] over items 1..n_items (repeats allowed)."""
     return [list(rng.integers(1, n_items + 1, int(rng.integers(low, high + 1)))) for _ in range(n_users)]

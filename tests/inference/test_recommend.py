@@ -87,10 +87,14 @@ def assert_same(got: dict[int, list[tuple[int, float]]], want: dict[int, list[tu
     assert got.keys() == want.keys()
     for user in want:
         assert [i for i, _ in got[user]] == [i for i, _ in want[user]], user
-        np.testing.assert_allclose([s for _, s in got[user]], [s for _, s in want[user]], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            [s for _, s in got[user]], [s for _, s in want[user]], rtol=1e-5, atol=1e-6
+        )
 
 
-@pytest.mark.parametrize(("batch_size", "order"), [(1, "input"), (4, "length"), (100, "length"), (7, "input")])
+@pytest.mark.parametrize(
+    ("batch_size", "order"), [(1, "input"), (4, "length"), (100, "length"), (7, "input")]
+)
 def test_topk_batches_equals_brute_force(
     model: BERT4Rec, histories: Sequences, batch_size: int, order: Any
 ) -> None:
@@ -214,7 +218,7 @@ def test_read_id_file_formats(tmp_path: Path) -> None:
 
 
 def test_read_id_file_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(SourceNotFoundError, match="missing.txt: file not found"):
+    with pytest.raises(SourceNotFoundError, match=r"missing\.txt: file not found"):
         read_id_file(tmp_path / "missing.txt", "user_id")
     csv = tmp_path / "users.csv"
     csv.write_text("uid\n1\n", encoding="utf-8")
@@ -236,5 +240,5 @@ def test_read_histories_file(tmp_path: Path) -> None:
         read_histories_file(ragged)
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("uid,item_id\na,1\n", encoding="utf-8")
-    with pytest.raises(MissingColumnError, match="wrong.csv.*'user_id'"):
+    with pytest.raises(MissingColumnError, match=r"wrong\.csv.*'user_id'"):
         read_histories_file(wrong)

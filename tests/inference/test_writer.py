@@ -86,7 +86,9 @@ def test_incomplete_staging_cannot_be_published(tmp_path: Path) -> None:
 
 
 def test_stale_staging_of_a_dead_process_is_removed(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     pid = int(dead.stdout)
     stale = tmp_path / f".out.tmp-{pid}-abc123"
     stale.mkdir()

@@ -29,7 +29,7 @@ import torch
 from mlflow import MlflowClient
 
 from pipelines.pyfunc import RecsysPyfuncModel, log_pyfunc_model, model_signature
-from pipelines.registry import ModelURIError, resolve_model, resolve_model_uri
+from pipelines.registry import MODEL_CACHE_ENV, ModelURIError, resolve_model, resolve_model_uri
 from pipelines.tracking import Tracker, tracked_run
 from recsys.config import RecsysConfig, load_config
 from recsys.data.errors import UnknownIdError
@@ -379,6 +379,16 @@ def test_resolve_model_uri_round_trip_cache_alias_and_errors(
         with pytest.raises(ModelURIError, match=re.escape(bad)) as err:
             resolve_model_uri(bad, tracking_uri=tracking, cache_dir=cache)
         assert tracking in str(err.value)
+
+
+def test_resolve_defaults_to_the_recsys_store_and_cache(
+    registered: dict[str, Logged], sqlite_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No URI anywhere: ``./mlruns.db`` (recsys's default store), cached under ``$RECSYS_MODEL_CACHE``."""
+    monkeypatch.chdir(Path(sqlite_uri.removeprefix("sqlite:///")).parent)
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path))
+    name = registered["sqlite"].name
+    assert resolve_model_uri(f"models:/{name}/1").is_relative_to(tmp_path / name / "1")
 
 
 # ------------------------------------------------------------------------------------------ for the lead
