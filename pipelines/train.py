@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.pyfunc import log_pyfunc_model
 from pipelines.tracking import Tracker, log_learning_curve, tracked_run
 from recsys.config import RecsysConfig
 from recsys.data.pipeline import PrepareOutcome, prepare
@@ -35,6 +36,8 @@ class TrainResult:
     fit: FitResult
     model_val: dict[str, float]
     baselines: dict[str, dict[str, float]]
+    model_uri: str | None = None
+    registered_version: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,8 @@ class TrainResult:
             "prepared_reused": self.prepared.reused,
             **self.fit.to_json(),
             "validation": {"bert4rec": self.model_val, **self.baselines},
+            "model_uri": self.model_uri,
+            "registered_version": self.registered_version,
         }
 
     def summary(self) -> str:
@@ -61,6 +66,10 @@ class TrainResult:
             )
         if self.run_id:
             lines.append(f"\nMLflow run: {self.run_id}")
+        if self.model_uri:
+            lines.append(f"MLflow model: {self.model_uri}")
+        if self.registered_version:
+            lines.append(f"registered version: {self.registered_version}")
         return "\n".join(lines)
 
 
@@ -105,8 +114,6 @@ def _log_results(tracker: Tracker, result: TrainResult) -> None:
     )
     log_learning_curve(tracker, result.fit.history)
     tracker.log_dict({"history": result.fit.history}, "history.json")
-    if result.fit.bundle_path is not None:
-        tracker.log_artifact(result.fit.bundle_path, "bundle")
 
 
 def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
@@ -128,4 +135,13 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
             baselines=validation_baselines(dataset),
         )
         _log_results(tracker, result)
+        if fitted.bundle_path is not None:
+            # The bundle travels inside the pyfunc model (artifact "model"), registered when configured.
+            info = log_pyfunc_model(
+                tracker, fitted.bundle_path, dataset, registered_model_name=cfg.tracking.registered_model
+            )
+            if info is not None:
+                result.model_uri = info.model_uri
+                version = getattr(info, "registered_model_version", None)
+                result.registered_version = str(version) if version is not None else None
         return result

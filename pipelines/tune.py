@@ -88,8 +88,6 @@ _SETUP_ATTR = "recsys.setup"
 _JOIN_WAIT_S = 60.0
 """How long a worker joining a fresh study waits for its creator to open the MLflow parent run."""
 
-_MISSING = object()
-
 _PLOTS = ("optimization_history", "intermediate_values", "parallel_coordinate", "param_importances")
 
 
@@ -459,7 +457,7 @@ def _suggest(trial: BaseTrial, key: str, spec: FloatParam | IntParam | Categoric
     return trial.suggest_categorical(key, spec.choices)
 
 
-def trial_dir(base: RecsysConfig, number: int) -> Path:
+def _trial_dir(base: RecsysConfig, number: int) -> Path:
     """``<train.output_dir>/trials/<number>``: where a trial trains."""
     return Path(base.train.output_dir) / "trials" / str(number)
 
@@ -470,7 +468,8 @@ def suggest_config(trial: BaseTrial, tune: TuneConfig, base: RecsysConfig) -> Re
     Keys are applied to the base config with ``apply_overrides`` and the result is validated as a whole.
     ``*.kind`` keys are sampled first and the rest is conditional on them: ``loss.n_negatives`` is only
     sampled when the chosen loss has that setting, and settings the base loss had but the chosen one
-    lacks are dropped. The trial trains in :func:`trial_dir` for ``study.max_epochs_per_trial`` epochs.
+    lacks are dropped. The trial trains in ``<train.output_dir>/trials/<number>`` for
+    ``study.max_epochs_per_trial`` epochs.
 
     Raises:
         InvalidTrialConfigError: the combination does not validate; the message lists the sampled values.
@@ -487,7 +486,7 @@ def suggest_config(trial: BaseTrial, tune: TuneConfig, base: RecsysConfig) -> Re
         raw = apply_overrides(raw, [_set_arg(key, chosen[key])])
         if leaf == "kind":
             _drop_foreign_settings(raw, section, explicit=set(chosen))
-    trial_sets = {"train.output_dir": str(trial_dir(base, trial.number))}
+    trial_sets = {"train.output_dir": str(_trial_dir(base, trial.number))}
     if tune.study.max_epochs_per_trial is not None:
         trial_sets["train.max_epochs"] = str(tune.study.max_epochs_per_trial)
     raw = apply_overrides(raw, [f"{k}={v}" for k, v in trial_sets.items()])
@@ -519,10 +518,11 @@ def _drop_foreign_settings(raw: dict[str, Any], section: list[str], *, explicit:
 class PruningCallback(pl.Callback):
     """Report validation NDCG@10 to the trial after every validation; stop training when it is pruned.
 
-    Why not ``optuna_integration.PyTorchLightningPruningCallback``: in optuna-integration 5.0 it
-    subclasses ``lightning.pytorch.callbacks.Callback`` from the ``lightning`` package, which recsys does
-    not install (it uses ``pytorch_lightning``): its constructor raises ImportError, and a
-    ``pytorch_lightning.Trainer`` would reject a callback from the other namespace anyway.
+    Why not ``optuna_integration.PyTorchLightningPruningCallback``: in optuna-integration 5.0 it is built
+    on the ``lightning`` package (``lightning.pytorch.callbacks.Callback``), not on ``pytorch_lightning``
+    which recsys uses; without ``lightning`` installed its constructor raises ImportError ("Tried to
+    import 'lightning' but failed"), and installing a second copy of Lightning under another namespace
+    for one hook is not worth it. This is the same report/should_prune logic for ``pytorch_lightning``.
 
     Why stop instead of raising ``TrialPruned`` inside the hook (as the integration does): raising from
     ``on_validation_end`` aborts ``fit()`` before the epoch is recorded and before ``fit`` returns its
@@ -754,19 +754,28 @@ def _in_range(spec: FloatParam | IntParam | CategoricalParam, value: Any) -> boo
 
 
 def _enqueue_first_trials(study: optuna.Study, tune: TuneConfig, base: RecsysConfig) -> None:
-    """The baseline (the base config's own values, where the space contains them), then ``enqueue``."""
+    """The baseline (the base config's own values for the space's keys), then ``study.enqueue``.
+
+    A base value outside the space is left to the sampler and the trial is marked ``baseline_exact:
+    false``; a key that does not apply to the base (``loss.n_negatives`` of a softmax base) is skipped.
+    """
     if tune.study.baseline_trial:
         raw = base.model_dump(mode="json")
         params: dict[str, Any] = {}
+        exact = True
         for key, spec in tune.space.items():
-            node: Any = raw
+            *section, leaf = key.split(".")
+            model = _selected_section(raw, section)
+            if model is None or leaf not in model.model_fields:
+                continue
+            value: Any = raw
             for part in key.split("."):
-                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
-            if node is not _MISSING and _in_range(spec, node):
-                params[key] = node
-        study.enqueue_trial(
-            params, user_attrs={"baseline": True, "baseline_exact": len(params) == len(tune.space)}
-        )
+                value = value[part]
+            if _in_range(spec, value):
+                params[key] = value
+            else:
+                exact = False
+        study.enqueue_trial(params, user_attrs={"baseline": True, "baseline_exact": exact})
     for entry in tune.study.enqueue:
         study.enqueue_trial(dict(entry))
 
@@ -774,7 +783,12 @@ def _enqueue_first_trials(study: optuna.Study, tune: TuneConfig, base: RecsysCon
 # ------------------------------------------------------------------------------------------ MLflow parent
 @contextmanager
 def _parent_run(
-    base: RecsysConfig, tune: TuneConfig, study: optuna.Study, created: bool, label: str
+    base: RecsysConfig,
+    tune: TuneConfig,
+    study: optuna.Study,
+    dataset: PreparedDataset,
+    *,
+    created: bool,
 ) -> Iterator[Tracker]:
     """The study's one MLflow parent run: opened by the creator, re-attached by resumes and workers."""
     if not base.tracking.enabled:
@@ -783,6 +797,7 @@ def _parent_run(
         yield Tracker.disabled()
         return
     uri = resolve_tracking_uri(base.tracking)
+    label = dataset_name(base)
     if not created:
         setup = _wait_for_setup(study)
         parent_id = setup.get("parent_run_id")
@@ -796,6 +811,7 @@ def _parent_run(
         )
     with tracked_run(base, "tune", dataset=label, run_name=f"tune-{study.study_name}") as tracker:
         study.set_user_attr(_SETUP_ATTR, {"parent_run_id": tracker.run_id, "tracking_uri": uri})
+        tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=base.data.source.path)
         tracker.log_text(yaml.safe_dump(tune.model_dump(mode="json"), sort_keys=False), "tune.yaml")
         yield tracker
 
@@ -971,8 +987,11 @@ def _save_plots(study: optuna.Study, folder: Path) -> list[Path]:
             figure = (axes.flat[0] if isinstance(axes, np.ndarray) else axes).get_figure(root=True)
             assert figure is not None
             path = folder / f"{name}.png"
-            figure.savefig(path, dpi=100, bbox_inches="tight")
+            # Through a temporary file: two workers finishing together write the same paths.
+            tmp = folder / f".{name}.{os.getpid()}.png"
+            figure.savefig(tmp, dpi=100, bbox_inches="tight")
             plt.close(figure)
+            tmp.replace(path)
             saved.append(path)
         except Exception as exc:  # a plot must never fail the study (e.g. importances of identical trials)
             _log.warning("could not draw %s: %s", name, exc)
@@ -1119,7 +1138,7 @@ def run(
     study, created = _create_or_join(_open_storage(tune.study), tune.study)
     if created:
         _enqueue_first_trials(study, tune, base)
-    with _parent_run(base, tune, study, created, label) as parent:
+    with _parent_run(base, tune, study, dataset, created=created) as parent:
         parent.set_tags(
             {
                 "optuna.study": study.study_name,
@@ -1127,7 +1146,6 @@ def run(
                 "optuna.n_trials": tune.study.n_trials,
             }
         )
-        parent.log_input_fingerprint(dataset_fingerprint(dataset), source=base.data.source.path)
         ctx = _Context(tune=tune, base=base, dataset=dataset, dataset_label=label, parent=parent)
         remaining = tune.study.n_trials - _finished(study)
         if remaining > 0:

@@ -47,6 +47,7 @@ def untrained_setup(
     from recsys.training.bundle import save_bundle
     from recsys.training.fit import dataset_fingerprint
 
+    root.mkdir(parents=True, exist_ok=True)
     source = planted_rule_log(root / "log.csv", n_users=n_users, n_items=n_items)
     cfg = tiny_config(root, source, **overrides)
     dataset = prepared(cfg)

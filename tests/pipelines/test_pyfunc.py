@@ -27,7 +27,9 @@ import polars as pl
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.pyfunc import PyFuncModel
 
+from pipelines import recommend
 from pipelines.pyfunc import RecsysPyfuncModel, log_pyfunc_model, model_signature
 from pipelines.registry import MODEL_CACHE_ENV, ModelURIError, resolve_model, resolve_model_uri
 from pipelines.tracking import Tracker, tracked_run
@@ -47,7 +49,7 @@ NEW_HISTORY = [3, 4, 5, 6, 7]
 
 @pytest.fixture(scope="module", autouse=True)
 def _scratch_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Run in an empty folder and check it stays free of MLflow's default store (``./mlflow.db``).
+    """Run in an empty folder (model cache too) and check it stays free of MLflow's default ``mlflow.db``.
 
     Every call here names its store; MLflow resolving a ``models:/`` URI against its global default
     instead (which it does inside ``download_artifacts``) would create that file.
@@ -55,6 +57,7 @@ def _scratch_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     cwd = tmp_path_factory.mktemp("cwd")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
+        mp.setenv(MODEL_CACHE_ENV, str(cwd / "model-cache"))  # never the user's ~/.cache
         yield
     assert not (cwd / "mlflow.db").exists(), "something used MLflow's default store instead of the given one"
 
@@ -100,7 +103,7 @@ def using_store(uri: str) -> Iterator[None]:
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(None)
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None = back to the default
 
 
 @dataclass
@@ -139,7 +142,7 @@ def registered(trained: Trained, mlflow_server: str, sqlite_uri: str) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def loaded(registered: dict[str, Logged]) -> mlflow.pyfunc.PyFuncModel:
+def loaded(registered: dict[str, Logged]) -> PyFuncModel:
     """The SQLite store's registered version, loaded in this process."""
     logged = registered["sqlite"]
     with using_store(logged.tracking_uri):
@@ -226,7 +229,7 @@ Job = tuple[pd.DataFrame, dict[str, Any]]
 
 def predict_in_fresh_process(models: list[tuple[Logged, list[Job]]], tmp: Path) -> list[list[pd.DataFrame]]:
     """In one new interpreter, ``mlflow.pyfunc.load_model("models:/<name>/1")`` per store and predict."""
-    spec = []
+    spec: list[dict[str, Any]] = []
     for m, (logged, jobs) in enumerate(models):
         entries = []
         for j, (frame, params) in enumerate(jobs):
@@ -276,7 +279,13 @@ def test_registered_models_predict_like_topk_batches_in_a_fresh_process(
         assert_same(got_k1, expected_known(trained, known, k=1, exclude_seen=False))
 
 
-def test_signature_params_and_exclusion(trained: Trained, loaded: mlflow.pyfunc.PyFuncModel) -> None:
+def predict(model: PyFuncModel, frame: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    out = model.predict(frame, params=params)
+    assert isinstance(out, pd.DataFrame)
+    return out
+
+
+def test_signature_params_and_exclusion(trained: Trained, loaded: PyFuncModel) -> None:
     signature = loaded.metadata.signature
     assert signature is not None
     assert signature.to_dict() == model_signature(trained.dataset).to_dict()
@@ -284,19 +293,19 @@ def test_signature_params_and_exclusion(trained: Trained, loaded: mlflow.pyfunc.
     assert inputs == {"user_id": ("string", True), "item_id": ("long", False), "timestamp": ("long", False)}
     assert {p.name: p.default for p in signature.params.params} == {"k": 10, "exclude_seen": True}
 
-    default = loaded.predict(pd.DataFrame({"user_id": ["u1"]}))
+    default = predict(loaded, pd.DataFrame({"user_id": ["u1"]}))
     assert default["rank"].tolist() == list(range(1, 11))  # params default: k = 10
     assert default["score"].dtype == np.float64 and default["rank"].dtype == np.int64
     history = trained.bundle.items.decode(all_events(trained.dataset).for_user(1)).tolist()
     assert not set(history) & set(default["item_id"])
 
     # A new user whose history equals a known user's gets that user's recommendations.
-    as_new = loaded.predict(pd.DataFrame({"user_id": ["someone"] * len(history), "item_id": history}))
+    as_new = predict(loaded, pd.DataFrame({"user_id": ["someone"] * len(history), "item_id": history}))
     assert as_new["item_id"].tolist() == default["item_id"].tolist()
     np.testing.assert_allclose(as_new["score"], default["score"], atol=1e-6)
 
 
-def test_unknown_user_is_a_clear_error(loaded: mlflow.pyfunc.PyFuncModel) -> None:
+def test_unknown_user_is_a_clear_error(loaded: PyFuncModel) -> None:
     with pytest.raises(UnknownIdError, match=r"user id\(s\) unknown to this model, e\.g\. \['nobody'\]"):
         loaded.predict(pd.DataFrame({"user_id": ["u1", "nobody"]}))
 
@@ -318,7 +327,9 @@ def test_log_into_a_finished_run_by_id_and_disabled_tracker(
         assert mlflow.active_run() is None  # no run was started or resumed on the fluent stack
         client = MlflowClient(sqlite_uri)
         assert client.get_run(run_id).info.status == "FINISHED"
-        assert client.get_logged_model(info.model_id).source_run_id == run_id
+        model = client.get_logged_model(info.model_id)
+        assert model.source_run_id == run_id and str(model.status) == "READY"
+        assert model.experiment_id == client.get_run(run_id).info.experiment_id  # not "Default"
         bundle = resolve_model_uri(f"runs:/{run_id}/model", cache_dir=tmp_path)
         assert load_bundle(bundle).manifest == trained.bundle.manifest
     assert log_pyfunc_model(Tracker.disabled(), trained.bundle_path, trained.dataset) is None
@@ -391,30 +402,18 @@ def test_resolve_defaults_to_the_recsys_store_and_cache(
     assert resolve_model_uri(f"models:/{name}/1").is_relative_to(tmp_path / name / "1")
 
 
-# ------------------------------------------------------------------------------------------ for the lead
+# ------------------------------------------------------------------------------------------ recsys recommend
 def test_pyfunc_matches_recsys_recommend_parquet(
-    trained: Trained, registered: dict[str, Logged], loaded: mlflow.pyfunc.PyFuncModel, tmp_path: Path
+    trained: Trained, registered: dict[str, Logged], loaded: PyFuncModel, tmp_path: Path
 ) -> None:
-    """``recsys recommend --model models:/name/1`` writes what the pyfunc model predicts.
-
-    Enable once ``pipelines/recommend.py`` exists: adjust the call and the output columns to its API.
-    """
-    recommend = pytest.importorskip("pipelines.recommend", reason="pipelines/recommend.py not written yet")
+    """``recsys recommend --model models:/name/1`` writes what the pyfunc model predicts (known + new)."""
     logged = registered["sqlite"]
     out = tmp_path / "recs"
+    new_users = tmp_path / "new.parquet"
+    new_user_frame().to_parquet(new_users)
     with using_store(logged.tracking_uri):
-        recommend.run(
-            trained.cfg,
-            model=f"models:/{logged.name}/1",
-            users="all",
-            k=K,
-            out=out,
-            histories=None,
-            allow=None,
-            deny=None,
-            include_seen=False,
-        )
+        recommend.run(trained.cfg, model=f"models:/{logged.name}/1", k=K, out=out, histories=new_users)
     cli = pl.read_parquet(out / "*.parquet").to_pandas()
-    users = trained.dataset.users.ids.to_list()
-    got = loaded.predict(pd.DataFrame({"user_id": users}), params={"k": K})
-    assert_same(got, cli[["user_id", "item_id", "score", "rank"]])
+    known = predict(loaded, pd.DataFrame({"user_id": trained.dataset.users.ids.to_list()}), params={"k": K})
+    new = predict(loaded, new_user_frame(), params={"k": K})
+    assert_same(pd.concat([known, new]), cli[["user_id", "item_id", "score", "rank"]])

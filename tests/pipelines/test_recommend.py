@@ -286,7 +286,7 @@ def test_sigkill_mid_run_leaves_the_previous_output_and_a_rerun_completes(
     rerun = recommend.run(cfg, model=setup.bundle, k=K, out=out)
     assert read_manifest(out)["k"] == K and rerun.rows == 60 * K
     assert read_parts(out).equals(
-        read_parts(recommend.run(cfg, model=setup.bundle, k=K, out=tmp_path / "ref"))
+        read_parts(recommend.run(cfg, model=setup.bundle, k=K, out=tmp_path / "ref").out)
     )
     assert no_leftovers(tmp_path)  # the rerun removed the dead run's staging directory
 
