@@ -35,10 +35,22 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_prepare.py
 	$(PY) bench/bench_train_epoch.py
+	$(PY) bench/bench_train_epoch.py --precision bf16-mixed
+	$(PY) bench/bench_large_catalog.py
 	$(PY) bench/bench_recommend.py
 
+# The MLflow UI on the default local store (http://127.0.0.1:5000); screenshots for the README:
+#   $(PY) scripts/screenshots.py --store $(MLFLOW_URI) --experiment recsys-demo
+
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --default-artifact-root ./mlartifacts \
+		--host 127.0.0.1 --port 5000
+
+# optuna-dashboard on the tuning study storage (installs the `dashboard` extra on first use).
+OPTUNA_STORAGE ?= sqlite:///optuna.db
+tune-dashboard: $(STAMP)
+	test -x $(VENV)/bin/optuna-dashboard || $(PIP) install -q -e ".[dev,dashboard]"
+	$(VENV)/bin/optuna-dashboard $(OPTUNA_STORAGE) --host 127.0.0.1 --port 8080
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -43,11 +43,12 @@ from recsys.inference.recommend import plan_batches, select_rows, topk_rows
 from recsys.inference.scoring import ModelScorer
 from recsys.training.fit import dataset_fingerprint
 
-__all__ = ["MODEL_NAME", "EvaluateResult", "popularity_deciles", "run"]
+__all__ = ["MODEL_NAME", "EvaluateResult", "baselines", "popularity_deciles", "run"]
 
 MODEL_NAME = "bert4rec"
 """The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
 DECILES = 10
+Split = Literal["test", "validation"]
 
 
 @dataclass
@@ -163,6 +164,7 @@ def _recommendation_popularity(
                     rows,
                     k,
                     max_history=max_history,
+                    n_cols=n_items + 2,
                     exclude_seen=exclude_seen,
                     device=device,
                 )
@@ -223,12 +225,62 @@ def _write_outputs(
     return written
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Put the freshly written evaluation folder in place of the previous one for this split."""
+def _save(
+    target: Path, results: Mapping[str, EvalResult], popularity: pl.DataFrame, cfg: RecsysConfig, k_plot: int
+) -> list[Path]:
+    """Write every table and plot into a fresh folder beside ``target``, then swap it in for the previous
+    evaluation of this split, so the folder never mixes files from two runs."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        written = _write_outputs(staging, results, popularity, cfg, k_plot)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [target / p.name for p in written]
+
+
+def baselines(dataset: PreparedDataset) -> dict[str, Scorer]:
+    """Most popular and last-item transitions, fitted on the training events only (like the model)."""
+    counts = dataset.item_counts()
+    train = dataset.history("train")
+    return {
+        "most_popular": MostPopular(counts, dataset.n_items),
+        "last_item_transitions": LastItemTransitions(
+            train.offsets, train.items, dataset.n_items, item_counts=counts
+        ),
+    }
+
+
+def _evaluate(
+    cfg: RecsysConfig,
+    scorer: Scorer,
+    dataset: PreparedDataset,
+    split: Split,
+    *,
+    max_history: int,
+    device: str,
+) -> EvalResult:
+    return evaluate_scorer(
+        scorer,
+        dataset.history(split),
+        dataset.targets(split),
+        ks=cfg.eval.ks,
+        n_items=dataset.n_items,
+        item_counts=dataset.item_counts(),
+        exclude_seen=cfg.eval.exclude_seen,
+        batch_size=cfg.eval.batch_size,
+        max_len=max_history,
+        per_user=True,
+        sampled_negatives=cfg.eval.sampled_negatives,
+        sampled_by=cfg.eval.sampled_by,
+        # Every scorer gets the same seeded negatives.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        device=device,
+    )
 
 
 def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
@@ -237,9 +289,7 @@ def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], direct
     tracker.log_artifact(directory, "evaluation")
 
 
-def run(
-    cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Literal["test", "validation"] = "test"
-) -> EvaluateResult:
+def run(cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Split = "test") -> EvaluateResult:
     """Evaluate a model bundle (directory or ``models:/name/version``) on a prepared dataset.
 
     Args:
@@ -253,7 +303,7 @@ def run(
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     started = time.perf_counter()
     with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg)) as tracker:
-        bundle = load_model(model)
+        bundle = load_model(model, cfg)
         dataset = PreparedDataset.load(data)
         match = check_compatible(bundle, dataset)
         tracker.set_tags({"model": str(model), "split": split, "fingerprint_match": str(match).lower()})
@@ -264,34 +314,11 @@ def run(
         device = resolve_device(cfg)
         n_items = dataset.n_items
         counts = dataset.item_counts()
-        train = dataset.history("train")
         histories, targets = dataset.history(split), dataset.targets(split)
         max_history = bundle.model.max_len - 1
-        scorers: dict[str, Scorer] = {
-            MODEL_NAME: ModelScorer(bundle.model, device),
-            "most_popular": MostPopular(counts, n_items),
-            "last_item_transitions": LastItemTransitions(
-                train.offsets, train.items, n_items, item_counts=counts
-            ),
-        }
+        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **baselines(dataset)}
         results = {
-            name: evaluate_scorer(
-                scorer,
-                histories,
-                targets,
-                ks=cfg.eval.ks,
-                n_items=n_items,
-                item_counts=counts,
-                exclude_seen=cfg.eval.exclude_seen,
-                batch_size=cfg.eval.batch_size,
-                max_len=max_history,
-                per_user=True,
-                sampled_negatives=cfg.eval.sampled_negatives,
-                sampled_by=cfg.eval.sampled_by,
-                # Every scorer gets the same seeded negatives.
-                generator=torch.Generator().manual_seed(cfg.train.seed),
-                device=device,
-            )
+            name: _evaluate(cfg, scorer, dataset, split, max_history=max_history, device=device)
             for name, scorer in scorers.items()
         }
         k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
@@ -309,14 +336,7 @@ def run(
         )
 
         target = Path(cfg.train.output_dir) / "evaluation" / split
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=target.parent))
-        try:
-            written = _write_outputs(staging, results, popularity, cfg, k_plot)
-            _replace_dir(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        written = _save(target, results, popularity, cfg, k_plot)
         _log(tracker, split, results, target)
         result = EvaluateResult(
             run_id=tracker.run_id,

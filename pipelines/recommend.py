@@ -16,9 +16,12 @@ of five alternating runs on one thread), so there is one code path, exercised by
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,6 @@ import polars as pl
 import pyarrow as pa
 import pytorch_lightning as L
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.tracking import Tracker, tracked_run
@@ -83,20 +85,20 @@ RANK = "rank"
 
 
 # ------------------------------------------------------------------------------------------ shared
-def load_model(model: str | Path) -> Bundle:
-    """Load a bundle from a directory or a ``models:/name/version`` registry URI."""
+def load_model(model: str | Path, cfg: RecsysConfig) -> Bundle:
+    """Load a bundle from a directory or a ``models:/name/version`` registry URI (looked up in the
+    tracking store of ``cfg.tracking``)."""
     if isinstance(model, str) and model.startswith("models:/"):
-        # Imported only here: the registry module is the MLflow model engineer's, and needs a server.
+        # Imported only for registry URIs: it downloads through MLflow, which a plain directory never needs.
         from pipelines.registry import resolve_model_uri
+        from pipelines.tracking import resolve_tracking_uri
 
-        return load_bundle(resolve_model_uri(model))
+        return load_bundle(resolve_model_uri(model, tracking_uri=resolve_tracking_uri(cfg.tracking)))
     return load_bundle(Path(model))
 
 
 def bundle_sha256(bundle: Bundle) -> str:
     """SHA-256 of the bundle's manifest (which holds the SHA-256 of every other bundle file)."""
-    import hashlib
-
     return hashlib.sha256((bundle.path / "manifest.json").read_bytes()).hexdigest()
 
 
@@ -135,10 +137,6 @@ def check_compatible(bundle: Bundle, dataset: PreparedDataset) -> bool:
     return False
 
 
-def _ids(vocab_ids: pl.Series, indices: np.ndarray, offset: int) -> pl.Series:
-    return vocab_ids.gather(indices - offset)
-
-
 def _check_k(k: int) -> None:
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k} (--k / inference.k)")
@@ -158,7 +156,7 @@ class _Table:
         return pl.DataFrame(
             {
                 self.row_column: self.row_ids.gather(users),
-                self.item_column: _ids(self.item_ids, items.astype(np.int64), 1),
+                self.item_column: self.item_ids.gather(items.astype(np.int64) - 1),  # index 1 = ids[0]
                 SCORE: scores,
                 RANK: rank,
             }
@@ -249,7 +247,11 @@ class TopKModule(L.LightningModule):
         self.plan = plan
         self.k = k
         self.exclude_seen = exclude_seen
-        self.blocked = blocked
+        # A buffer, so that Lightning moves it to the device with the model (not saved: nothing is).
+        self.blocked: torch.Tensor | None
+        self.register_buffer(
+            "blocked", None if blocked is None else torch.from_numpy(blocked), persistent=False
+        )
 
     def predict_dataloader(self) -> DataLoader[np.ndarray]:
         rank, world = self.trainer.global_rank, self.trainer.world_size
@@ -257,27 +259,27 @@ class TopKModule(L.LightningModule):
         return DataLoader(_Batches(self.plan[rank::world]), batch_size=None, shuffle=False)
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> TopK:
-        blocked = None if self.blocked is None else torch.from_numpy(self.blocked).to(self.device)
         return topk_rows(
             self.model.predict_next,
             self.histories,
             batch.cpu().numpy(),
             self.k,
             max_history=self.model.max_len - 1,
-            blocked=blocked,
+            n_cols=self.model.vocab_size,
+            blocked=self.blocked,
             exclude_seen=self.exclude_seen,
             device=self.device,
         )
 
 
-class PartsWriter(BasePredictionWriter):
+class PartsWriter(L.Callback):
     """Every rank buffers its TopK batches into its own parts; rank 0 then writes the manifest and
     publishes the staging directory, after a barrier so that every rank's parts are on disk."""
 
     def __init__(
         self, staging: Path, out: Path, per_part: int, to_table: _Table, manifest: dict[str, Any]
     ) -> None:
-        super().__init__(write_interval="batch")
+        super().__init__()
         self.staging = staging
         self.out = out
         self.per_part = per_part
@@ -295,18 +297,17 @@ class PartsWriter(BasePredictionWriter):
             PartWriter(self.staging, rank=trainer.global_rank), self.per_part, self.to_table
         )
 
-    def write_on_batch_end(
+    def on_predict_batch_end(
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Any,
+        outputs: Any,
         batch: Any,
         batch_idx: int,
-        dataloader_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         assert self._buffer is not None
-        self._buffer.add(prediction)
+        self._buffer.add(outputs)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self._buffer is not None
@@ -318,21 +319,39 @@ class PartsWriter(BasePredictionWriter):
         trainer.strategy.barrier("recommend-published")
 
 
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's start-up banner (accelerators found, tips) and its num_workers advice: a batch
+    job's output is its summary; the data is already in memory, so workers would only add copies."""
+    logger = logging.getLogger("pytorch_lightning")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _predict(cfg: RecsysConfig, module: TopKModule, callback: PartsWriter) -> None:
+    """Lightning's predict loop with the ``train`` section's accelerator, devices and strategy."""
     t = cfg.train
-    trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=t.progress_bar,
-        use_distributed_sampler=False,  # the module shards the batch plan by rank itself
-        callbacks=[callback],
-    )
-    trainer.predict(module, return_predictions=False)
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy=t.strategy,
+            num_nodes=t.num_nodes,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=t.progress_bar,
+            use_distributed_sampler=False,  # the module shards the batch plan by rank itself
+            callbacks=[callback],
+        )
+        trainer.predict(module, return_predictions=False)
 
 
 def _plan(lengths: np.ndarray, per_part: int, batch_size: int, max_width: int) -> list[np.ndarray]:
@@ -645,7 +664,7 @@ def run(
     _check_k(k)
     out = Path(out)
     check_target(out)
-    bundle = load_model(model)
+    bundle = load_model(model, cfg)
     policy = cfg.data.unknown_ids
     inputs = _gather_inputs(cfg, bundle, users, Path(histories) if histories is not None else None)
     allow_idx, unknown_allow = _item_list(bundle, Path(allow) if allow else None, policy)
@@ -718,7 +737,7 @@ def run_similar_items(
     _check_k(k)
     out = Path(out)
     check_target(out)
-    bundle = load_model(model)
+    bundle = load_model(model, cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     per_part = max(1, cfg.inference.rows_per_part // k)

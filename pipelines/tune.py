@@ -43,6 +43,7 @@ import yaml
 from optuna.trial import BaseTrial, FixedTrial, FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipelines.tracking import (
     Tracker,
@@ -87,6 +88,9 @@ _SETUP_ATTR = "recsys.setup"
 
 _JOIN_WAIT_S = 60.0
 """How long a worker joining a fresh study waits for its creator to open the MLflow parent run."""
+
+_STORAGE_ATTEMPTS = 4
+"""Tries to open the Optuna storage (a fresh database is created by the first worker to get there)."""
 
 _PLOTS = ("optimization_history", "intermediate_values", "parallel_coordinate", "param_importances")
 
@@ -253,7 +257,7 @@ class TuneConfig(_Strict):
             if unknown:
                 problems.append(f"study.enqueue[{i}]: {', '.join(unknown)} not in space")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n  ".join(problems))
         return self
 
 
@@ -334,18 +338,17 @@ def _check_param(key: str, spec: FloatParam | IntParam | CategoricalParam) -> li
         infos = _leaf_fields(key)
     except ValueError as exc:
         return [str(exc)]
-    if isinstance(spec, CategoricalParam):
-        probes: list[Any] = list(spec.choices)
-    else:
-        probes = [spec.low, spec.high]
-        if isinstance(spec, FloatParam) and spec.step is None and spec.low < spec.high:
-            # A continuous range yields fractional values: an int field must say so before any trial.
-            probes.append(spec.low + (spec.high - spec.low) / math.pi)
+    probes: list[Any] = list(spec.choices) if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
     problems = []
     for value in probes:
         errors = [_rejects(info, value) for info in infos]
         if all(errors):
             problems.append(f"space key {key!r}: value {value!r} is not valid ({errors[0]})")
+    if isinstance(spec, FloatParam) and spec.step is None and spec.low < spec.high and not problems:
+        # A continuous range yields fractional values: an int field must say so before any trial.
+        middle = spec.low + (spec.high - spec.low) / math.pi
+        if all(_rejects(info, middle) for info in infos):
+            problems.append(f"space key {key!r}: takes whole numbers; use type: int")
     return problems
 
 
@@ -626,8 +629,8 @@ def _objective(trial: optuna.Trial, ctx: _Context) -> float:
                 tracker.set_tags({"state": "complete"})
                 tracker.log_metrics({f"best_{MONITOR}": float(value or 0.0), "best_epoch": fitted.best_epoch})
     except SystemExit as exc:
-        # Lightning turns Ctrl-C during fit() into SystemExit(1) after its graceful shutdown. Optuna only
-        # records KeyboardInterrupt (as FAIL): a SystemExit would leave the trial RUNNING forever.
+        # Lightning turns Ctrl-C (and SIGTERM) during fit() into SystemExit after its graceful shutdown.
+        # Optuna records only KeyboardInterrupt (as FAIL): a SystemExit would leave the trial RUNNING.
         raise KeyboardInterrupt(f"trial {trial.number} interrupted") from exc
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -672,20 +675,31 @@ def _open_storage(cfg: StudyConfig) -> optuna.storages.RDBStorage:
         # briefly but often, and a longer wait is better than a failed trial.
         engine_kwargs["connect_args"] = {"timeout": 60}
     beat = cfg.heartbeat_seconds
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                cfg.storage,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=beat,
-                grace_period=2 * beat if beat else None,
-            )
-    except Exception as exc:
-        raise ConfigError(
-            f"study.storage {_mask_url(cfg.storage)}: cannot open the Optuna storage "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    cfg.storage,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=beat,
+                    grace_period=2 * beat if beat else None,
+                )
+        except (OperationalError, IntegrityError) as exc:
+            if attempt + 1 == _STORAGE_ATTEMPTS:
+                raise _storage_error(cfg.storage, exc) from None
+            # Workers started together on a fresh database race to create Optuna's tables ("table ...
+            # already exists"); by the next attempt the other one has, and the schema check passes.
+            time.sleep(1.0 + attempt)
+        except Exception as exc:
+            raise _storage_error(cfg.storage, exc) from None
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _storage_error(url: str, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"study.storage {_mask_url(url)}: cannot open the Optuna storage ({type(exc).__name__}: {exc})"
+    )
 
 
 def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:

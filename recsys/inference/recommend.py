@@ -1,8 +1,9 @@
 """Batched top-k recommendation with item filters and bounded memory.
 
 Shared by ``recsys recommend`` (``pipelines.recommend``) and the MLflow pyfunc model; see
-docs/CONTRACTS.md. One ``[batch, V]`` score block exists at a time and the top k are taken from it
-immediately, so memory grows with ``batch_size * V``, never with ``users * V``.
+docs/CONTRACTS.md. One ``[batch, V]`` score block exists at a time (on CPU, a smaller block of a few
+dozen to a few thousand rows, see ``CPU_SCORES_PER_CHUNK``) and the top k are taken from it immediately,
+so memory grows with ``batch_size * V``, never with ``users * V``.
 
 Histories are batched by length (rows sorted by their capped length, stably): a batch is padded only to its
 own longest history, which on ML-1M roughly halves the encoder's work compared with padding every row to
@@ -25,13 +26,15 @@ import torch
 from torch import Tensor
 
 from recsys.config import ColumnsConfig, SourceConfig
+from recsys.data.clean import validate
+from recsys.data.columns import ITEM, TIMESTAMP, USER
 from recsys.data.errors import (
-    EmptySourceError,
     InvalidValueError,
     MissingColumnError,
     SourceNotFoundError,
     UnknownIdError,
 )
+from recsys.data.readers import SourceInfo, read_interactions
 from recsys.data.sequences import Sequences
 from recsys.data.vocab import Vocabulary
 from recsys.evaluation.metrics import PAD, topk
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from recsys.training.bundle import Bundle
 
 __all__ = [
+    "CPU_SCORES_PER_CHUNK",
     "CPU_TOKENS_PER_CHUNK",
     "ITEM_ID",
     "TIMESTAMP_ID",
@@ -71,10 +75,14 @@ ScoreFn = Callable[[Tensor], Tensor]
 """``Long[B, L]`` left-padded histories -> ``Float[B, V]`` scores (a new tensor the caller may modify)."""
 
 _NEG_INF = float("-inf")
-# On CPU the encoder is memory-bound: a 1024-user batch at length 200 makes [200k, 4d] activations that
-# spill out of cache on every layer. Running it in chunks of about this many tokens keeps them in cache:
-# ML-1M's 6,040 users take 2.35 s of CPU instead of 4.6 s (one thread; 4k-16k tokens are all as good).
+# On CPU a batch is scored in row chunks that stay within both budgets below (accelerators get the whole
+# batch: they want large kernels). Tokens: the encoder is memory-bound, and a 1024-user batch at length
+# 200 makes [200k, 4d] activations that spill out of cache on every layer; ~16k-token chunks took ML-1M's
+# 6,040 users from 4.6 to 2.35 s of CPU (one thread; 4k-16k tokens were all as good). Scores: a
+# [rows, V] block above glibc's 32 MiB mmap threshold is mapped fresh and page-faulted in on every
+# allocation; at V = 100k, 1024-user blocks spent 1.3 s of 3.2 s CPU in the kernel, 64-user ones none.
 CPU_TOKENS_PER_CHUNK = 16_384
+CPU_SCORES_PER_CHUNK = 6 * 2**20  # float32 scores: 24 MiB
 
 
 @dataclass(frozen=True)
@@ -171,46 +179,28 @@ def blocked_items(
     return blocked
 
 
-def _score_in_chunks(score_fn: ScoreFn, inputs: Tensor) -> Tensor:
-    """``score_fn(inputs)``, run over row chunks of ~CPU_TOKENS_PER_CHUNK tokens on CPU (see above).
-
-    Accelerators get the whole batch at once: they want large kernels, not cache-sized ones.
-    """
-    step = max(1, CPU_TOKENS_PER_CHUNK // (inputs.shape[1] + 1))  # +1: the appended [MASK]
-    if inputs.device.type != "cpu" or step >= len(inputs):
-        return score_fn(inputs)
-    first = score_fn(inputs[:step])  # [step, V]
-    scores = first.new_empty((len(inputs), first.shape[1]))  # [B, V]
-    scores[:step] = first
-    for lo in range(step, len(inputs), step):
-        scores[lo : lo + step] = score_fn(inputs[lo : lo + step])
-    return scores
+def _chunk_rows(n_rows: int, width: int, n_cols: int | None) -> int:
+    """Rows per CPU chunk within the token and score budgets (at least one)."""
+    step = CPU_TOKENS_PER_CHUNK // (width + 1)  # +1: the appended [MASK]
+    if n_cols:
+        step = min(step, CPU_SCORES_PER_CHUNK // n_cols)
+    return max(1, min(step, n_rows))
 
 
-def topk_rows(
+def _topk_block(
     score_fn: ScoreFn,
     histories: Sequences,
     rows: np.ndarray,
     k: int,
     *,
-    max_history: int,
-    blocked: Tensor | None = None,
-    exclude_seen: bool = True,
-    device: torch.device | str = "cpu",
+    width: int,
+    blocked: Tensor | None,
+    exclude_seen: bool,
+    device: torch.device | str,
 ) -> TopK:
-    """Top k for one batch of history rows (call under ``torch.inference_mode``).
-
-    Args:
-        score_fn: scorer, e.g. ``model.predict_next`` or a baseline's ``scores``.
-        rows: positions in ``histories`` of this batch.
-        max_history: most recent items given to ``score_fn`` (``max_len - 1`` for BERT4Rec). Seen-item
-            exclusion always uses the FULL history.
-        blocked: Bool[V] on ``device`` from :func:`blocked_items`.
-    """
-    lengths = histories.offsets[rows + 1] - histories.offsets[rows]
-    width = int(min(max(int(lengths.max(initial=0)), 1), max_history))
+    """Score ``rows`` at once, apply the filters, keep the top k."""
     inputs = torch.from_numpy(pad_histories(histories, rows, width)).to(device)  # [B, W]
-    scores = _score_in_chunks(score_fn, inputs)  # [B, V]
+    scores = score_fn(inputs)  # [B, V]
     if blocked is not None:
         scores.masked_fill_(blocked, _NEG_INF)  # broadcast over rows
     if exclude_seen:
@@ -227,6 +217,66 @@ def topk_rows(
         items=top.to("cpu", torch.int32).numpy(),
         scores=values.to("cpu", torch.float32).numpy(),
     )
+
+
+def topk_rows(
+    score_fn: ScoreFn,
+    histories: Sequences,
+    rows: np.ndarray,
+    k: int,
+    *,
+    max_history: int,
+    n_cols: int | None = None,
+    blocked: Tensor | None = None,
+    exclude_seen: bool = True,
+    device: torch.device | str = "cpu",
+) -> TopK:
+    """Top k for one batch of history rows (call under ``torch.inference_mode``).
+
+    Args:
+        score_fn: scorer, e.g. ``model.predict_next`` or a baseline's ``scores``.
+        rows: positions in ``histories`` of this batch.
+        max_history: most recent items given to ``score_fn`` (``max_len - 1`` for BERT4Rec). Seen-item
+            exclusion always uses the FULL history.
+        n_cols: V, the width of ``score_fn``'s output, to bound the CPU score block (see above).
+        blocked: Bool[V] on ``device`` from :func:`blocked_items`.
+    """
+    lengths = histories.offsets[rows + 1] - histories.offsets[rows]
+    width = int(min(max(int(lengths.max(initial=0)), 1), max_history))
+    if n_cols is None and blocked is not None:
+        n_cols = len(blocked)
+    if torch.device(device).type != "cpu":
+        return _topk_block(
+            score_fn,
+            histories,
+            rows,
+            k,
+            width=width,
+            blocked=blocked,
+            exclude_seen=exclude_seen,
+            device=device,
+        )
+    step = _chunk_rows(len(rows), width, n_cols)
+    # Chunks write into the batch's outputs directly (no list of pieces to concatenate).
+    out = TopK(
+        users=histories.users[rows].astype(np.int64),
+        items=np.empty((len(rows), k), dtype=np.int32),
+        scores=np.empty((len(rows), k), dtype=np.float32),
+    )
+    for lo in range(0, len(rows), step):
+        piece = _topk_block(
+            score_fn,
+            histories,
+            rows[lo : lo + step],
+            k,
+            width=width,
+            blocked=blocked,
+            exclude_seen=exclude_seen,
+            device=device,
+        )
+        out.items[lo : lo + step] = piece.items
+        out.scores[lo : lo + step] = piece.scores
+    return out
 
 
 def topk_batches(
@@ -271,6 +321,7 @@ def topk_batches(
                 rows,
                 k,
                 max_history=max_history,
+                n_cols=model.vocab_size,
                 blocked=blocked,
                 exclude_seen=exclude_seen,
                 device=device,
@@ -415,40 +466,37 @@ def read_id_file(path: str | Path, column: str) -> pl.Series:
     return pl.Series(column, [v for v in values if v], dtype=pl.String)
 
 
+def _read_interactions(file: Path, timestamp: str | None) -> tuple[pl.DataFrame, SourceInfo]:
+    source = SourceConfig(path=file, columns=ColumnsConfig(user=USER_ID, item=ITEM_ID, timestamp=timestamp))
+    try:
+        frame, info = read_interactions(source)
+    except MissingColumnError as exc:
+        if exc.column == TIMESTAMP_ID:
+            raise
+        # The reader's advice is about config keys; here the file itself must have the columns.
+        raise MissingColumnError(
+            exc.problem,
+            path=file,
+            column=exc.column,
+            expected=f"columns {USER_ID}, {ITEM_ID}[, {TIMESTAMP_ID}]",
+        ) from None
+    return validate(frame, info, "error")[0], info
+
+
 def read_histories_file(path: str | Path) -> pl.DataFrame:
     """A histories file (parquet or CSV/TSV with ``user_id, item_id[, timestamp]``) as a polars frame.
 
-    Read by the data pipeline's reader, so a ragged line, a non-numeric timestamp or a missing column is
-    reported with its file, line and column.
+    Read by the data pipeline's reader, so a ragged line, an empty id, a non-numeric timestamp or a missing
+    column is reported with its file, line and column. Without a timestamp column, file order is the order.
     """
-    from recsys.data.clean import validate
-    from recsys.data.columns import ITEM, TIMESTAMP, USER
-    from recsys.data.readers import read_interactions
-
     file = Path(path)
     if not file.is_file():
         raise SourceNotFoundError("file not found", path=file, expected="a histories file")
-    frame = None
-    for timestamp in (TIMESTAMP_ID, None):
-        source = SourceConfig(
-            path=file, columns=ColumnsConfig(user=USER_ID, item=ITEM_ID, timestamp=timestamp)
-        )
-        try:
-            frame, info = read_interactions(source)
-        except MissingColumnError as exc:
-            if exc.column == TIMESTAMP_ID and timestamp is not None:
-                continue  # no timestamp column: file order is the order
-            raise MissingColumnError(
-                exc.problem,
-                path=file,
-                column=exc.column,
-                expected=f"columns {USER_ID}, {ITEM_ID}[, {TIMESTAMP_ID}]",
-            ) from None
-        frame, _ = validate(frame, info, "error")
-        break
-    if frame is None:  # pragma: no cover - the second attempt either returns or raises
-        raise EmptySourceError("could not be read", path=file)
-    renamed = {USER: USER_ID, ITEM: ITEM_ID}
-    if not info.implied_order:
-        renamed[TIMESTAMP] = TIMESTAMP_ID
+    try:
+        frame, info = _read_interactions(file, TIMESTAMP_ID)
+    except MissingColumnError as exc:
+        if exc.column != TIMESTAMP_ID:
+            raise
+        frame, info = _read_interactions(file, None)
+    renamed = {USER: USER_ID, ITEM: ITEM_ID, **({} if info.implied_order else {TIMESTAMP: TIMESTAMP_ID})}
     return frame.select(list(renamed)).rename(renamed)

@@ -139,6 +139,9 @@ def test_encoder_chunks_do_not_change_results(
     whole = collect(topk_batches(model, histories, 4, batch_size=64))
     monkeypatch.setattr(rec, "CPU_TOKENS_PER_CHUNK", 7)  # one or two rows per chunk
     assert_same(collect(topk_batches(model, histories, 4, batch_size=64)), whole)
+    monkeypatch.setattr(rec, "CPU_TOKENS_PER_CHUNK", 10_000)
+    monkeypatch.setattr(rec, "CPU_SCORES_PER_CHUNK", 3 * (N_ITEMS + 2))  # three rows of scores
+    assert_same(collect(topk_batches(model, histories, 4, batch_size=64)), whole)
 
 
 def test_bad_arguments(model: BERT4Rec, histories: Sequences) -> None:

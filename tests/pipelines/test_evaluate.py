@@ -20,7 +20,7 @@ from pipelines.cli import main
 from pipelines.tracking import resolve_tracking_uri
 from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset
-from recsys.evaluation.baselines import LastItemTransitions, MostPopular, evaluate_scorer
+from recsys.evaluation.baselines import LastItemTransitions, MostPopular, Scorer, evaluate_scorer
 from recsys.inference.scoring import ModelScorer
 from recsys.training.bundle import BundleError, load_bundle, save_bundle
 from tests.inference.helpers import Setup, trained_setup, untrained_setup
@@ -64,7 +64,7 @@ def test_metrics_equal_evaluate_scorer_directly(
     counts = data.item_counts()
     bundle = load_bundle(setup.bundle)
     train = data.history("train")
-    scorers = {
+    scorers: dict[str, Scorer] = {
         "bert4rec": ModelScorer(bundle.model),
         "most_popular": MostPopular(counts, data.n_items),
         "last_item_transitions": LastItemTransitions(
@@ -99,7 +99,8 @@ def test_report_files_breakdowns_and_popularity(test_result: evaluate.EvaluateRe
         # User-weighted bucket means give back the overall metric.
         for model, values in test_result.metrics.items():
             rows = table.filter(pl.col("model") == model)
-            weighted = float((rows["ndcg@10"] * rows["users"]).sum() / rows["users"].sum())
+            ndcg, users = rows["ndcg@10"].to_numpy(), rows["users"].to_numpy()
+            weighted = float((ndcg * users).sum() / users.sum())
             assert weighted == pytest.approx(values["ndcg@10"], abs=1e-9)
     popularity = pl.read_csv(out / "recommendation_popularity.csv")
     assert popularity["decile"].to_list() == list(range(1, 11))
@@ -265,7 +266,7 @@ def test_no_target_is_in_an_earlier_splits_history_at_its_position(setup: Setup)
     for user, group in events.group_by("user", maintain_order=True):
         full = group["item"].to_list()
         assert group["split"].to_list() == [0] * (len(full) - 2) + [1, 2]  # leave-one-out, in time order
-        user_id = int(user[0])  # type: ignore[call-overload]
+        user_id = int(user[0])
         assert test_t.for_user(user_id).tolist() == full[-1:]
         assert val_t.for_user(user_id).tolist() == full[-2:-1]
         # Each history is a strict prefix ending before its target's position.

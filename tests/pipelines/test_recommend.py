@@ -180,6 +180,17 @@ def test_histories_file_scores_new_users_from_that_history(setup: Setup, tmp_pat
     assert got["item_id"].to_list() == items.decode(want["item"].to_numpy()).tolist()
     assert not {3, 5} & set(got["item_id"].to_list())
 
+    # With --users all: every dataset user plus the new ones; a known user in the file (u0) is scored
+    # from the file's history instead of the dataset's, and appears once.
+    hist.write_text("user_id,item_id\nu0,7\nnew3,8\n", encoding="utf-8")
+    every = recommend.run(setup.cfg, model=setup.bundle, k=K, histories=hist, out=tmp_path / "all")
+    assert every.users_from_dataset == 59 and every.users_from_histories == 2 and every.users == 61
+    frame = read_parts(every.out)
+    assert frame.group_by("user_id").len()["len"].to_list() == [K] * 61
+    u0 = Sequences(np.array([0]), np.array([0, 1]), items.encode([7])[0].astype(np.int32))
+    got = frame.filter(pl.col("user_id") == "u0").sort("rank")["item_id"].to_list()
+    assert got == items.decode(reference(setup, u0)["item"].to_numpy()).tolist()
+
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
@@ -196,10 +207,13 @@ def test_bad_input_is_named_and_nothing_is_written(
 ) -> None:
     (tmp_path / "nocol.csv").write_text("uid\nu1\n", encoding="utf-8")
     (tmp_path / "ragged.csv").write_text("user_id,item_id,timestamp\na,1,1\nb,2\n", encoding="utf-8")
-    args = {k: (tmp_path / v if isinstance(v, str) else v) for k, v in kwargs.items()}
+    args: dict[str, Any] = {
+        "k": K,
+        **{k: tmp_path / v if isinstance(v, str) else v for k, v in kwargs.items()},
+    }
     out = tmp_path / "out"
     with pytest.raises(error, match=match):
-        recommend.run(setup.cfg, model=setup.bundle, out=out, **{"k": K, **args})
+        recommend.run(setup.cfg, model=setup.bundle, out=out, **args)
     assert not out.exists() and no_leftovers(tmp_path)
 
 

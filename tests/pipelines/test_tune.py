@@ -101,7 +101,7 @@ def study_of(path: Path) -> optuna.Study:
         ({"model": [1]}, {}, "'model' is a section"),
         ({"data.output_dir": ["a"]}, {}, "only model, masking, loss, train settings can be tuned"),
         ({"loss.kind": ["softmax", "focal"]}, {}, "value 'focal' is not valid"),
-        ({"train.batch_size": {"type": "float", "low": 8, "high": 64}}, {}, "fractional part"),
+        ({"train.batch_size": {"type": "float", "low": 8, "high": 64}}, {}, "whole numbers; use type: int"),
         ({"model.dropout": {"type": "float", "low": 0.1, "high": 1.5}}, {}, "value 1.5 is not valid"),
         (
             {"train.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
@@ -268,23 +268,35 @@ def test_interrupted_study_resumes_with_the_remaining_trials(
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 
 
-def test_pruner_stops_a_clearly_worse_trial(tmp_path: Path, base_yaml: Path) -> None:
+def test_pruner_stops_a_clearly_worse_trial_and_nan_is_pruned(
+    tmp_path: Path, base_yaml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_tune(
         tmp_path,
         base_yaml,
         space={"train.lr": SPACE["train.lr"]},
-        n_trials=2,
+        n_trials=3,
         max_epochs_per_trial=4,
         baseline_trial=False,
-        enqueue=[{"train.lr": 0.03}, {"train.lr": 1.0e-4}],
+        enqueue=[{"train.lr": 0.03}, {"train.lr": 1.0e-4}, {"train.lr": 0.03}],  # 2 = 0 but diverges
         pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
     )
+    real = tune.fit
+
+    def diverging_trial_2(cfg: Any, *args: Any, **kwargs: Any) -> FitResult:
+        result = real(cfg, *args, **kwargs)
+        if Path(cfg.train.output_dir).name == "2":
+            result.best_val = {MONITOR: math.nan}  # as if the loss had blown up
+        return result
+
+    monkeypatch.setattr(tune, "fit", diverging_trial_2)
     result = tune.run(path)
-    good, bad = study_of(path).trials
+    good, bad, nan = study_of(path).trials
     assert good.state == TrialState.COMPLETE and len(good.intermediate_values) == 4
     assert bad.state == TrialState.PRUNED and len(bad.intermediate_values) < 4
     assert "pruned at epoch" in bad.user_attrs["prune_reason"]
-    assert (result.n_complete, result.n_pruned, result.best_trial) == (1, 1, 0)
+    assert nan.state == TrialState.PRUNED and "no finite" in nan.user_attrs["prune_reason"]
+    assert (result.n_complete, result.n_pruned, result.best_trial) == (1, 2, 0)
 
 
 def test_invalid_combinations_are_pruned_and_the_study_goes_on(tmp_path: Path, base_yaml: Path) -> None:
