@@ -11,7 +11,7 @@ from pipelines.tracking import Tracker, log_learning_curve, tracked_run
 from recsys.config import RecsysConfig
 from recsys.data.pipeline import PrepareOutcome, prepare
 from recsys.data.prepared import PreparedDataset
-from recsys.evaluation.baselines import MostPopular, evaluate_scorer
+from recsys.evaluation.baselines import LastItemTransitions, MostPopular, evaluate_scorer
 from recsys.inference.scoring import ModelScorer
 from recsys.training.fit import FitResult, dataset_fingerprint, fit
 
@@ -74,18 +74,25 @@ class TrainResult:
 
 
 def validation_baselines(dataset: PreparedDataset, batch_size: int = 1024) -> dict[str, dict[str, float]]:
-    """Most-popular on the validation targets, scored by the same metric code as the model."""
+    """Most-popular and last-item transitions on the validation targets, scored by the same code."""
     counts = dataset.item_counts()
-    result = evaluate_scorer(
-        MostPopular(counts, dataset.n_items),
-        dataset.history("validation"),
-        dataset.targets("validation"),
-        ks=BASELINE_KS,
-        n_items=dataset.n_items,
-        item_counts=counts,
-        batch_size=batch_size,
-    )
-    return {"most_popular": result.metrics}
+    train = dataset.history("train")
+    scorers = {
+        "most_popular": MostPopular(counts, dataset.n_items),
+        "transitions": LastItemTransitions(train.offsets, train.items, dataset.n_items, item_counts=counts),
+    }
+    return {
+        name: evaluate_scorer(
+            scorer,
+            dataset.history("validation"),
+            dataset.targets("validation"),
+            ks=BASELINE_KS,
+            n_items=dataset.n_items,
+            item_counts=counts,
+            batch_size=batch_size,
+        ).metrics
+        for name, scorer in scorers.items()
+    }
 
 
 def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitResult) -> dict[str, float]:
