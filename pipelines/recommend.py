@@ -329,6 +329,8 @@ def _quiet_lightning() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # torch deprecates the LeafSpec class that this Lightning version still checks for.
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             yield
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "CleaningConfig",
@@ -222,6 +222,12 @@ class TrainConfig(_Section):
     output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
     progress_bar: bool = Field(True, description="Show a progress bar.")
     max_time_minutes: float | None = Field(None, gt=0, description="Stop training after this long.")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # `precision: 32` in YAML (or --set train.precision=32) arrives as an int.
+        return str(value) if isinstance(value, int) else value
 
 
 class EvalConfig(_Section):

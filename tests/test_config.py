@@ -37,6 +37,7 @@ def test_overrides_parse_yaml_scalars() -> None:
     assert cfg.train.grad_clip is None
     assert cfg.eval.ks == [5, 10]
     assert cfg.loss.kind == "gbce"
+    assert load_config(None, ["train.precision=32"]).train.precision == "32"
 
 
 def test_cross_field_validation() -> None:

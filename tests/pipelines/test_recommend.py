@@ -188,8 +188,8 @@ def test_histories_file_scores_new_users_from_that_history(setup: Setup, tmp_pat
     frame = read_parts(every.out)
     assert frame.group_by("user_id").len()["len"].to_list() == [K] * 61
     u0 = Sequences(np.array([0]), np.array([0, 1]), items.encode([7])[0].astype(np.int32))
-    got = frame.filter(pl.col("user_id") == "u0").sort("rank")["item_id"].to_list()
-    assert got == items.decode(reference(setup, u0)["item"].to_numpy()).tolist()
+    u0_items = frame.filter(pl.col("user_id") == "u0").sort("rank")["item_id"].to_list()
+    assert u0_items == items.decode(reference(setup, u0)["item"].to_numpy()).tolist()
 
 
 @pytest.mark.parametrize(
