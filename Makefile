@@ -28,8 +28,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check recsys pipelines tests bench
-	$(VENV)/bin/ruff format --check recsys pipelines tests bench
+	$(VENV)/bin/ruff check recsys pipelines tests bench scripts
+	$(VENV)/bin/ruff format --check recsys pipelines tests bench scripts
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -66,7 +66,9 @@ def _epoch_flops(cfg, dataset) -> float:  # type: ignore[no-untyped-def]
 
     starts, ends = build_windows(dataset.history("train"), cfg.model.max_len, cfg.masking)
     lengths = ends - starts
-    sampler = LengthBucketSampler(EpochPermutation(len(lengths), cfg.train.seed), lengths, cfg.train.batch_size)
+    sampler = LengthBucketSampler(
+        EpochPermutation(len(lengths), cfg.train.seed), lengths, cfg.train.batch_size
+    )
     model = BERT4Rec(dataset.n_items, cfg.model)
     loss_fn = build_loss(cfg.loss, dataset.n_items, None)
     # FLOPs depend only on (batch, width, masked count): count each distinct shape once.
@@ -113,7 +115,10 @@ def main() -> None:
     seconds = warm["epoch_seconds"]
     achieved = flops / seconds
     rows = [
-        ("epoch seconds (warm)", f"{seconds:.1f} s   (bar <= {BAR_S:.0f} s; RecTools {RECTOOLS_EPOCH_S:.0f} s)"),
+        (
+            "epoch seconds (warm)",
+            f"{seconds:.1f} s   (bar <= {BAR_S:.0f} s; RecTools {RECTOOLS_EPOCH_S:.0f} s)",
+        ),
         ("first epoch seconds", f"{result.history[0]['epoch_seconds']:.1f} s"),
         ("speed-up vs RecTools", f"{RECTOOLS_EPOCH_S / seconds:.1f}x"),
         ("tokens/s", f"{warm['epoch_tokens_per_s']:,.0f}"),

@@ -11,7 +11,7 @@ from pipelines.tracking import Tracker, log_learning_curve, tracked_run
 from recsys.config import RecsysConfig
 from recsys.data.pipeline import PrepareOutcome, prepare
 from recsys.data.prepared import PreparedDataset
-from recsys.evaluation.baselines import LastItemTransitions, MostPopular, evaluate_scorer
+from recsys.evaluation.baselines import LastItemTransitions, MostPopular, Scorer, evaluate_scorer
 from recsys.inference.scoring import ModelScorer
 from recsys.training.fit import FitResult, dataset_fingerprint, fit
 
@@ -77,7 +77,7 @@ def validation_baselines(dataset: PreparedDataset, batch_size: int = 1024) -> di
     """Most-popular and last-item transitions on the validation targets, scored by the same code."""
     counts = dataset.item_counts()
     train = dataset.history("train")
-    scorers = {
+    scorers: dict[str, Scorer] = {
         "most_popular": MostPopular(counts, dataset.n_items),
         "transitions": LastItemTransitions(train.offsets, train.items, dataset.n_items, item_counts=counts),
     }

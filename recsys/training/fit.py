@@ -7,12 +7,12 @@ per trial, a notebook calls it directly.
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import time
-from datetime import timedelta
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -128,8 +128,9 @@ class BERT4RecModule(pl.LightningModule):
         # Per-step loss goes to the loggers at the global step; per-epoch values (step = epoch) are
         # logged once by recsys.training.fit.EpochHistory, so no metric has two x-axes.
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
-        self.log("tokens_per_s", self.epoch_tokens_per_s, on_step=True, on_epoch=False, prog_bar=True,
-                 logger=False)
+        self.log(
+            "tokens_per_s", self.epoch_tokens_per_s, on_step=True, on_epoch=False, prog_bar=True, logger=False
+        )
         return loss
 
     # -- validation ---------------------------------------------------------------------------------

@@ -52,7 +52,10 @@ def test_run_bad_input_raises_data_error(tmp_path: Path) -> None:
 
 
 def test_demo_config_prepares_the_bundled_sample(project_root: Path, tmp_path: Path) -> None:
-    cfg = load_config(project_root / "configs" / "demo.yaml", [f"data.output_dir={tmp_path / 'demo'}", "tracking.enabled=false"])
+    cfg = load_config(
+        project_root / "configs" / "demo.yaml",
+        [f"data.output_dir={tmp_path / 'demo'}", "tracking.enabled=false"],
+    )
     source = cfg.data.source.path
     if not source.is_absolute():
         cfg = load_config(
