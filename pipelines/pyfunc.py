@@ -105,14 +105,8 @@ _RUNTIME_PACKAGES = (
 
 # ------------------------------------------------------------------------------------------ histories
 def known_histories(dataset: PreparedDataset) -> Sequences:
-    """Every event of every user (train + validation + test), as ``recsys recommend`` scores known users.
-
-    The prepared interactions are stored sorted by user, then time, so the file order is the history order.
-    """
-    frame = dataset.interactions().select(columns.USER, columns.ITEM).collect()
-    return Sequences.from_sorted(
-        frame[columns.USER].to_numpy(), frame[columns.ITEM].to_numpy(), n_users=dataset.n_users
-    )
+    """Every event of every user (train + validation + test), as ``recsys recommend`` scores known users."""
+    return dataset.all_events()
 
 
 def write_known_histories(dataset: PreparedDataset, path: Path) -> Path:

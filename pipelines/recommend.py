@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.tracking import Tracker, tracked_run
 from pipelines.train import dataset_name
 from recsys.config import ConfigError, RecsysConfig
-from recsys.data.columns import ITEM, USER
 from recsys.data.errors import UnknownIdError
 from recsys.data.prepared import PreparedDataset
 from recsys.data.sequences import Sequences
@@ -428,12 +427,6 @@ class _Inputs:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def _full_histories(dataset: PreparedDataset) -> Sequences:
-    """Every event of every user (train + validation + test): what production recommendations use."""
-    frame = dataset.interactions().select(USER, ITEM).collect()
-    return Sequences.from_sorted(frame[USER].to_numpy(), frame[ITEM].to_numpy(), n_users=dataset.n_users)
-
-
 def _same_dtype(a: pl.Series, b: pl.Series) -> tuple[pl.Series, pl.Series]:
     """Give two id columns one type: b cast to a's when every value casts, else both as strings."""
     if a.dtype == b.dtype:
@@ -481,7 +474,7 @@ def _gather_inputs(cfg: RecsysConfig, bundle: Bundle, users: str | Path, histori
     if listed is None or len(listed):
         dataset = PreparedDataset.load(cfg.data.output_dir)
         check_compatible(bundle, dataset)
-        full = _full_histories(dataset)
+        full = dataset.all_events()
         if listed is None:
             rows = np.arange(dataset.n_users, dtype=np.int64)
             if len(file_ids):

@@ -353,6 +353,14 @@ class PreparedDataset:
         mask = tags == SPLIT_CODES[split]
         return Sequences.from_sorted(users[mask], items[mask])
 
+    def all_events(self) -> Sequences:
+        """Every event of every user (train + validation + test), in time order.
+
+        What production recommendations score known users from (``recsys recommend``, the pyfunc model).
+        """
+        users, items, _ = self._load_columns()
+        return Sequences.from_sorted(users, items, n_users=self.n_users)
+
     def item_counts(self) -> np.ndarray:
         """int64[n_items + 2]: training interactions per item index; PAD (0) and MASK (n_items+1) are 0."""
         _, items, tags = self._load_columns()
