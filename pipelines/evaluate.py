@@ -41,6 +41,7 @@ from recsys.evaluation.baselines import EvalResult, LastItemTransitions, MostPop
 from recsys.evaluation.breakdown import breakdowns, save_breakdown
 from recsys.inference.recommend import plan_batches, select_rows, topk_rows
 from recsys.inference.scoring import ModelScorer
+from recsys.training.datamodule import training_data
 from recsys.training.fit import dataset_fingerprint
 
 __all__ = ["MODEL_NAME", "EvaluateResult", "baselines", "popularity_deciles", "run"]
@@ -243,10 +244,9 @@ def _save(
     return [target / p.name for p in written]
 
 
-def baselines(dataset: PreparedDataset) -> dict[str, Scorer]:
-    """Most popular and last-item transitions, fitted on the training events only (like the model)."""
-    counts = dataset.item_counts()
-    train = dataset.history("train")
+def baselines(dataset: PreparedDataset, train: Sequences) -> dict[str, Scorer]:
+    """Most popular and last-item transitions, fitted on ``train``: the events the model trained on."""
+    counts = np.bincount(train.items, minlength=dataset.n_items + 2).astype(np.int64)
     return {
         "most_popular": MostPopular(counts, dataset.n_items),
         "last_item_transitions": LastItemTransitions(
@@ -259,15 +259,16 @@ def _evaluate(
     cfg: RecsysConfig,
     scorer: Scorer,
     dataset: PreparedDataset,
-    split: Split,
+    histories: Sequences,
+    targets: Sequences,
     *,
     max_history: int,
     device: str,
 ) -> EvalResult:
     return evaluate_scorer(
         scorer,
-        dataset.history(split),
-        dataset.targets(split),
+        histories,
+        targets,
         ks=cfg.eval.ks,
         n_items=dataset.n_items,
         item_counts=dataset.item_counts(),
@@ -314,11 +315,15 @@ def run(cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Split 
         device = resolve_device(cfg)
         n_items = dataset.n_items
         counts = dataset.item_counts()
-        histories, targets = dataset.history(split), dataset.targets(split)
+        # The events the model trained on, by its own training config: the baselines are fitted on
+        # them, and a validation run scores only the users whose validation events were held out.
+        trained = training_data(dataset, bundle.config.train)
+        histories = dataset.history(split)
+        targets = dataset.targets(split) if split == "test" else trained.val_targets
         max_history = bundle.model.max_len - 1
-        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **baselines(dataset)}
+        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **baselines(dataset, trained.history)}
         results = {
-            name: _evaluate(cfg, scorer, dataset, split, max_history=max_history, device=device)
+            name: _evaluate(cfg, scorer, dataset, histories, targets, max_history=max_history, device=device)
             for name, scorer in scorers.items()
         }
         k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)

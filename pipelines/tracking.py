@@ -422,38 +422,14 @@ class Tracker:
         """
         if self._client is None or self._run_id is None:
             return False
-        return _run_logger_class()(
+        from pipelines.run_logger import RunLogger  # Lightning is slow to import: only when tracking
+
+        return RunLogger(
             experiment_name=self._experiment_name or "Default",
             tracking_uri=self._tracking_uri,
             run_id=self._run_id,
             log_model=False,
         )
-
-
-_RUN_LOGGER: type[MLFlowLogger] | None = None
-
-
-def _run_logger_class() -> type[MLFlowLogger]:
-    """Build the Lightning logger subclass on first use: importing Lightning costs seconds."""
-    global _RUN_LOGGER
-    if _RUN_LOGGER is not None:
-        return _RUN_LOGGER
-
-    from pytorch_lightning.loggers import MLFlowLogger
-
-    class _RunLogger(MLFlowLogger):
-        def log_hyperparams(self, params: Any) -> None:
-            return None
-
-        def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-            super().log_metrics({metric_name(k): v for k, v in metrics.items()}, step)
-
-        def finalize(self, status: str = "success") -> None:
-            # Deliberately not terminating the run: evaluation and artifacts still follow ``fit``.
-            return None
-
-    _RUN_LOGGER = _RunLogger
-    return _RunLogger
 
 
 # ------------------------------------------------------------------------------------------ run context

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipelines.pyfunc import log_pyfunc_model
 from pipelines.tracking import Tracker, log_learning_curve, tracked_run
 from recsys.config import RecsysConfig
@@ -13,6 +15,7 @@ from recsys.data.pipeline import PrepareOutcome, prepare
 from recsys.data.prepared import PreparedDataset
 from recsys.evaluation.baselines import LastItemTransitions, MostPopular, Scorer, evaluate_scorer
 from recsys.inference.scoring import ModelScorer
+from recsys.training.datamodule import TrainingData, training_data
 from recsys.training.fit import FitResult, dataset_fingerprint, fit
 
 __all__ = ["TrainResult", "dataset_name", "run", "validation_baselines"]
@@ -73,10 +76,13 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def validation_baselines(dataset: PreparedDataset, batch_size: int = 1024) -> dict[str, dict[str, float]]:
-    """Most-popular and last-item transitions on the validation targets, scored by the same code."""
-    counts = dataset.item_counts()
-    train = dataset.history("train")
+def validation_baselines(
+    dataset: PreparedDataset, data: TrainingData, batch_size: int = 1024
+) -> dict[str, dict[str, float]]:
+    """Most-popular and last-item transitions, fitted on the model's training events and scored on its
+    validation targets by the same code."""
+    train = data.history
+    counts = np.bincount(train.items, minlength=dataset.n_items + 2).astype(np.int64)
     scorers: dict[str, Scorer] = {
         "most_popular": MostPopular(counts, dataset.n_items),
         "transitions": LastItemTransitions(train.offsets, train.items, dataset.n_items, item_counts=counts),
@@ -84,22 +90,24 @@ def validation_baselines(dataset: PreparedDataset, batch_size: int = 1024) -> di
     return {
         name: evaluate_scorer(
             scorer,
-            dataset.history("validation"),
-            dataset.targets("validation"),
+            data.val_history,
+            data.val_targets,
             ks=BASELINE_KS,
             n_items=dataset.n_items,
-            item_counts=counts,
+            item_counts=dataset.item_counts(),
             batch_size=batch_size,
         ).metrics
         for name, scorer in scorers.items()
     }
 
 
-def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitResult) -> dict[str, float]:
+def _model_validation(
+    cfg: RecsysConfig, dataset: PreparedDataset, data: TrainingData, fitted: FitResult
+) -> dict[str, float]:
     result = evaluate_scorer(
         ModelScorer(fitted.module.model),
-        dataset.history("validation"),
-        dataset.targets("validation"),
+        data.val_history,
+        data.val_targets,
         ks=BASELINE_KS,
         n_items=dataset.n_items,
         item_counts=dataset.item_counts(),
@@ -134,12 +142,13 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
                 tracker.log_artifact(outcome.path / name, "data")
         logger = tracker.lightning_logger()
         fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [])
+        data = training_data(dataset, cfg.train)
         result = TrainResult(
             run_id=tracker.run_id,
             prepared=outcome,
             fit=fitted,
-            model_val=_model_validation(cfg, dataset, fitted),
-            baselines=validation_baselines(dataset),
+            model_val=_model_validation(cfg, dataset, data, fitted),
+            baselines=validation_baselines(dataset, data),
         )
         _log_results(tracker, result)
         if fitted.bundle_path is not None:

@@ -211,6 +211,14 @@ class TrainConfig(_Section):
     patience: int = Field(10, ge=1, description="Early stopping: epochs without val NDCG@10 gain.")
     val_every_n_epochs: int = Field(1, ge=1, description="Validate every this many epochs.")
     val_users: int | None = Field(None, ge=1, description="Validate on a fixed seeded sample of users.")
+    validation_holdout: Literal["all", "sampled"] = Field(
+        "all",
+        description=(
+            "all: every validation event is held out of training; sampled (needs val_users): only the "
+            "sampled users' are, the others' are trained on, so the model also learns every other "
+            "user's most recent event."
+        ),
+    )
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = Field(
         "32", description="Lightning precision."
     )
@@ -222,6 +230,12 @@ class TrainConfig(_Section):
     output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
     progress_bar: bool = Field(True, description="Show a progress bar.")
     max_time_minutes: float | None = Field(None, gt=0, description="Stop training after this long.")
+
+    @model_validator(mode="after")
+    def _sampled_holdout_needs_sample(self) -> TrainConfig:
+        if self.validation_holdout == "sampled" and self.val_users is None:
+            raise ValueError("validation_holdout 'sampled' needs val_users (the size of the held-out sample)")
+        return self
 
     @field_validator("precision", mode="before")
     @classmethod

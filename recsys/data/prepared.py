@@ -346,6 +346,20 @@ class PreparedDataset:
             self._histories[key] = history
         return self._histories[key]
 
+    def training_events(self, held_out_users: np.ndarray | None = None) -> Sequences:
+        """Events a model may train on, for every user (empty sequences included).
+
+        ``None``: the training events (``history("train")``), every validation event held out. Given
+        an array of user indices: the training events plus the validation events of every user *not*
+        in it, so that only those users' validation events stay unseen (validation on a user sample).
+        Test events are never included.
+        """
+        if held_out_users is None:
+            return self.history("train")
+        users, items, tags = self._load_columns()
+        mask = (tags == TRAIN) | ((tags == SPLIT_CODES["validation"]) & ~np.isin(users, held_out_users))
+        return Sequences.from_sorted(users[mask], items[mask], n_users=self.n_users)
+
     def targets(self, split: SplitName) -> Sequences:
         """The events to predict for ``split`` (validation or test); users without a target are absent."""
         _check_split(split, ("validation", "test"))

@@ -84,6 +84,16 @@ class Sequences:
         except KeyError:
             return self.items[:0]
 
+    def take(self, index: np.ndarray) -> Sequences:
+        """The sequences at ascending positions ``index`` (a copy), e.g. a sample of users."""
+        index = np.asarray(index, dtype=np.int64)
+        lengths = self.lengths()[index]
+        offsets = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # position k of row j reads offsets[index[j]] + k
+        gather = np.repeat(self.offsets[:-1][index] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Sequences(users=self.users[index], offsets=offsets, items=self.items[gather])
+
     def row_users(self) -> np.ndarray:
         """int64[total]: the user of every item in :attr:`items` (CSR expanded back to rows)."""
         return np.repeat(self.users, self.lengths())

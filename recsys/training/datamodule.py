@@ -28,8 +28,10 @@ __all__ = [
     "LengthBucketSampler",
     "SequenceDataModule",
     "TrainBatch",
+    "TrainingData",
     "build_windows",
     "left_pad",
+    "training_data",
 ]
 
 
@@ -122,8 +124,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     The window order comes from ``sampler`` (an :class:`EpochPermutation`, which Lightning re-seeds
     through ``batch_sampler.sampler.set_epoch`` at every epoch start). The order is cut into pools of
     ``pool_batches`` batches, sorted by length inside each pool and cut into batches; the batch order is
-    then shuffled. Under DDP each rank takes every ``world_size``-th batch of the same plan (trimmed so
-    every rank gets the same count).
+    then shuffled, in groups of ``world_size`` neighbouring batches. Under DDP each rank takes every
+    ``world_size``-th batch of the same plan (trimmed so every rank gets the same count), so the batches
+    of one step have similar lengths.
     """
 
     def __init__(
@@ -154,9 +157,13 @@ class LengthBucketSampler(Sampler[list[int]]):
             if self.bucket:
                 pool = pool[np.argsort(self.lengths[pool], kind="stable")]
             batches.extend(pool[b : b + self.batch_size] for b in range(0, len(pool), self.batch_size))
-        perm = self.sampler.rng(1).permutation(len(batches))
-        batches = [batches[i] for i in perm]
-        return batches[: len(batches) - len(batches) % self.world_size]
+        # Shuffle groups of world_size neighbouring batches (similar lengths, as they were cut from one
+        # sorted pool): the ranks take one batch of a group each at the same step, so under DDP no rank
+        # waits long for another at the gradient all-reduce. With one process a group is one batch.
+        world = self.world_size
+        groups = [batches[i : i + world] for i in range(0, len(batches) - len(batches) % world, world)]
+        perm = self.sampler.rng(1).permutation(len(groups))
+        return [batch for g in perm for batch in groups[g]]
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self.plan()[self.rank :: self.world_size]:
@@ -220,6 +227,39 @@ class EvalCollate:
         )
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a run trains on and validates on (``train.val_users``, ``train.validation_holdout``).
+
+    Attributes:
+        history: the events trained on, every user (empty sequences included).
+        val_history: model input for validation (the training events, validation events excluded).
+        val_targets: the validation targets: every user's, or the seeded ``val_users`` sample's.
+    """
+
+    history: Sequences
+    val_history: Sequences
+    val_targets: Sequences
+
+
+def training_data(dataset: PreparedDataset, train: TrainConfig) -> TrainingData:
+    """The training events and validation targets of ``dataset`` under ``train``'s holdout policy.
+
+    The validation sample is a function of ``train.seed`` only, so every process (DDP ranks, the
+    evaluate job fitting baselines on the same events) draws the same users.
+    """
+    targets = dataset.targets("validation")
+    if train.val_users is not None and train.val_users < len(targets):
+        rng = np.random.default_rng(train.seed)
+        targets = targets.take(np.sort(rng.choice(len(targets), size=train.val_users, replace=False)))
+    held_out = targets.users if train.validation_holdout == "sampled" else None
+    return TrainingData(
+        history=dataset.training_events(held_out),
+        val_history=dataset.history("validation"),
+        val_targets=targets,
+    )
+
+
 def align_targets(history: Sequences, targets: Sequences) -> tuple[np.ndarray, Sequences, Sequences]:
     """History rows re-ordered to match ``targets.users``; a user with no history gets an empty one."""
     n_hist = len(history.users)
@@ -237,7 +277,7 @@ def align_targets(history: Sequences, targets: Sequences) -> tuple[np.ndarray, S
 
 
 class SequenceDataModule(pl.LightningDataModule):
-    """Training windows from ``history('train')``; validation on ``targets('validation')``."""
+    """Training windows and validation batches of :func:`training_data`."""
 
     def __init__(
         self,
@@ -255,11 +295,19 @@ class SequenceDataModule(pl.LightningDataModule):
         self.eval_cfg = evaluation
         self._sampler: LengthBucketSampler | None = None
         self._windows: tuple[np.ndarray, np.ndarray] | None = None
+        self._data: TrainingData | None = None
+
+    @property
+    def data(self) -> TrainingData:
+        """The training events and validation targets (computed once)."""
+        if self._data is None:
+            self._data = training_data(self.dataset, self.train_cfg)
+        return self._data
 
     # -- training ---------------------------------------------------------------------------------
     def _train_windows(self) -> tuple[np.ndarray, np.ndarray]:
         if self._windows is None:
-            self._windows = build_windows(self.dataset.history("train"), self.model_cfg.max_len, self.masking)
+            self._windows = build_windows(self.data.history, self.model_cfg.max_len, self.masking)
         return self._windows
 
     def n_train_tokens(self) -> int:
@@ -296,7 +344,7 @@ class SequenceDataModule(pl.LightningDataModule):
         epoch = trainer.current_epoch if trainer is not None else 0
         self.set_epoch(epoch)
         return DataLoader(
-            _WindowDataset(self.dataset.history("train").items, starts, ends),
+            _WindowDataset(self.data.history.items, starts, ends),
             batch_sampler=self._sampler,
             collate_fn=_pad_collate,
             num_workers=self.train_cfg.num_workers,
@@ -315,13 +363,10 @@ class SequenceDataModule(pl.LightningDataModule):
             return None
 
     # -- evaluation -------------------------------------------------------------------------------
-    def eval_dataloader(self, split: str, users_limit: int | None = None) -> DataLoader[Any]:
-        """Batches of (history, seen, targets) for ``split`` in {"validation", "test"}."""
-        users, history, targets = align_targets(self.dataset.history(split), self.dataset.targets(split))  # type: ignore[arg-type]
+    def eval_dataloader(self, history: Sequences, targets: Sequences) -> DataLoader[Any]:
+        """Batches of (history, seen, targets) for every user in ``targets``, sharded across DDP ranks."""
+        users, history, targets = align_targets(history, targets)
         index = np.arange(len(users))
-        if users_limit is not None and users_limit < len(users):
-            rng = np.random.default_rng(self.train_cfg.seed)
-            index = np.sort(rng.choice(len(users), size=users_limit, replace=False))
         trainer = self._trainer_or_none()
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
@@ -336,4 +381,4 @@ class SequenceDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return self.eval_dataloader("validation", self.train_cfg.val_users)
+        return self.eval_dataloader(self.data.val_history, self.data.val_targets)

@@ -118,7 +118,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     write_bundle: bool = True,
 ) -> FitResult:
-    """Train on ``dataset.history('train')``, validate every epoch, keep best and last checkpoints.
+    """Train on the events of :func:`training_data`, validate every epoch, keep best and last checkpoints.
 
     With ``resume=True`` training continues from ``<output_dir>/checkpoints/last.ckpt`` (if present);
     because batches, masks and dropout are seeded per epoch, the result equals an uninterrupted run.

@@ -164,7 +164,8 @@ class BERT4RecModule(pl.LightningModule):
         values = dict(zip(keys, reduced.cpu().tolist(), strict=True))
         users = max(values.pop("_users"), 1.0)
         for key, total in values.items():
-            self.log(key, total / users, prog_bar=True, logger=False, sync_dist=False, rank_zero_only=False)
+            # Already equal on every rank; sync_dist (a mean of equal values, exact) only tells Lightning so.
+            self.log(key, total / users, prog_bar=True, logger=False, sync_dist=True)
 
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -157,3 +157,18 @@ def test_corrupt_directory_is_rebuilt_not_reused(source: Path, tmp_path: Path, p
     outcome = prepare(data_config(source, output_dir=prepared), plot=False)
     assert not outcome.reused
     PreparedDataset.load(prepared)
+
+
+def test_training_events_hold_out_only_the_given_users(source: Path, tmp_path: Path) -> None:
+    data = PreparedDataset.load(prepare(data_config(source, output_dir=tmp_path / "prepared")).path)
+    assert data.training_events(None) is data.history("train")
+    val, test = data.targets("validation"), data.targets("test")
+    held_out = val.users[::2]
+    events = data.training_events(held_out)
+    train, full = data.history("train"), data.history("test")  # full: train + validation events
+    for user in range(data.n_users):
+        expected = train.for_user(user) if user in set(held_out.tolist()) else full.for_user(user)
+        assert events.for_user(user).tolist() == expected.tolist()
+    # never a test event: every sequence is a prefix of the history before the test target
+    assert len(events.items) == len(train.items) + len(val.items) - len(held_out)
+    assert len(test) > 0

@@ -38,3 +38,12 @@ def test_invalid_csr_is_rejected() -> None:
         Sequences(np.array([1, 0]), np.array([0, 1, 2]), np.array([1, 2], dtype=np.int32))
     with pytest.raises(ValueError, match="n_users"):
         Sequences.from_sorted(np.array([0, 5]), np.array([1, 2]), n_users=3)
+
+
+def test_take_selects_rows_in_order() -> None:
+    seqs = Sequences.from_sorted(np.array([0, 0, 2, 2, 2, 3]), np.array([5, 6, 7, 8, 9, 4]), n_users=4)
+    sub = seqs.take(np.array([0, 2, 3]))
+    assert sub.users.tolist() == [0, 2, 3]
+    assert [s.tolist() for _, s in sub] == [[5, 6], [7, 8, 9], [4]]
+    assert seqs.take(np.array([1])).lengths().tolist() == [0]
+    assert len(seqs.take(np.array([], dtype=np.int64))) == 0

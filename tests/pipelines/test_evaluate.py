@@ -23,6 +23,7 @@ from recsys.data.prepared import PreparedDataset
 from recsys.evaluation.baselines import LastItemTransitions, MostPopular, Scorer, evaluate_scorer
 from recsys.inference.scoring import ModelScorer
 from recsys.training.bundle import BundleError, load_bundle, save_bundle
+from recsys.training.datamodule import training_data
 from tests.inference.helpers import Setup, trained_setup, untrained_setup
 
 FULL_KEYS = {"ndcg@10", "hr@10", "recall@10", "mrr@10", "map@10", "coverage@10", "popularity@10", "users"}
@@ -87,6 +88,40 @@ def test_metrics_equal_evaluate_scorer_directly(
     assert set(result.metrics["bert4rec"]) >= FULL_KEYS
     # The planted rule is learnable: the model must beat popularity by far.
     assert result.metrics["bert4rec"]["ndcg@10"] > result.metrics["most_popular"]["ndcg@10"] + 0.2
+
+
+def test_sampled_holdout_bundle_is_validated_on_its_sample_only(setup: Setup, tmp_path: Path) -> None:
+    """A model trained with ``validation_holdout: sampled`` saw the other users' validation events: its
+    validation split scores the held-out sample only, and the baselines fit on the same events."""
+    bundle = load_bundle(setup.bundle)
+    trained_cfg = override(bundle.config, {"train.val_users": 7, "train.validation_holdout": "sampled"})
+    path = save_bundle(
+        tmp_path / "model",
+        bundle.model,
+        trained_cfg,
+        bundle.users,
+        bundle.items,
+        bundle.item_counts,
+        data_fingerprint=bundle.manifest["data_fingerprint"],
+    )
+    cfg = override(setup.cfg, {"train.output_dir": str(tmp_path / "run")})
+    result = evaluate.run(cfg, model=path, data=setup.dataset.path, split="validation")
+    data = setup.dataset
+    view = training_data(data, trained_cfg.train)
+    assert result.users == len(view.val_targets) == 7
+    train = view.history
+    assert len(train.items) == len(data.history("train").items) + data.n_users - 7  # one event per user
+    counts = np.bincount(train.items, minlength=data.n_items + 2)
+    direct = evaluate_scorer(
+        LastItemTransitions(train.offsets, train.items, data.n_items, item_counts=counts),
+        data.history("validation"),
+        view.val_targets,
+        ks=setup.cfg.eval.ks,
+        n_items=data.n_items,
+        item_counts=data.item_counts(),
+        max_len=setup.cfg.model.max_len - 1,
+    ).metrics
+    assert result.metrics["last_item_transitions"] == pytest.approx(direct, rel=1e-9)
 
 
 def test_report_files_breakdowns_and_popularity(test_result: evaluate.EvaluateResult) -> None:
