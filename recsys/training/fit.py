@@ -141,13 +141,23 @@ def fit(
         monitor=MONITOR,
         mode="max",
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
         save_on_train_epoch_end=True,  # after validation and EpochHistory: the epoch is complete
+    )
+    # last.ckpt after every epoch, whether or not it improved (what --resume continues from). A separate
+    # callback: ModelCheckpoint(save_last=True) writes "last" only when it also writes a top-k checkpoint.
+    latest = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
     )
     history = EpochHistory()
     all_callbacks: list[Callback] = [
         checkpoint,
+        latest,
         EarlyStopping(monitor=MONITOR, mode="max", patience=tcfg.patience, check_on_train_epoch_end=False),
         history,
         *callbacks,

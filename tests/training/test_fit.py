@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from recsys.evaluation.baselines import MostPopular, evaluate_scorer
@@ -92,3 +93,24 @@ def test_seeded_runs_are_identical(tmp_path: Path) -> None:
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     for (ka, va), (kb, vb) in zip(a.module.state_dict().items(), b.module.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
+
+
+class _Worsening(pl.Callback):
+    """Makes the monitored metric fall every epoch (after EpochHistory recorded the real one), so the
+    first epoch stays the best and every later epoch is a non-improving one."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.callback_metrics[MONITOR] = torch.tensor(1.0 / (trainer.current_epoch + 1))
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path: Path) -> None:
+    source = planted_rule_log(tmp_path / "log.csv", n_users=40)
+    cfg = tiny_config(tmp_path, source, **{"train.max_epochs": 3})
+    fit(cfg, prepared(cfg), callbacks=[_Worsening()], write_bundle=False)
+    checkpoints = Path(cfg.train.output_dir) / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(checkpoints / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0
+    assert last["epoch"] == 2  # what --resume continues from: the end of the run, not the best epoch
+    (records,) = [v["records"] for v in last["callbacks"].values() if "records" in v]
+    assert len(records) == 3
