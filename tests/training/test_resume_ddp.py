@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.training.helpers import planted_rule_log
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERRIDES = {"train.max_epochs": 5, "model.dropout": 0.1, "train.patience": 10}
+OVERRIDES: dict[str, object] = {"train.max_epochs": 5, "model.dropout": 0.1, "train.patience": 10}
 
 
 def _run(
@@ -39,10 +40,11 @@ def _run(
     )
 
 
-def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    return result
 
 
 @pytest.mark.slow
@@ -73,7 +75,7 @@ def test_ddp_two_cpu_processes_trains_a_model(tmp_path: Path) -> None:
     }
     result = _result(_run(tmp_path / "ddp", source, "plain", overrides))
     assert result["epochs"] == 3
-    assert len(result["history"]) == 3 and all(v is not None for v in result["history"])  # type: ignore[arg-type]
+    assert len(result["history"]) == 3 and all(v is not None for v in result["history"])
     bundle = Path(str(result["bundle"]))
     assert (bundle / "weights.safetensors").is_file()
 
