@@ -37,14 +37,14 @@ from pipelines.train import dataset_name
 from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset
 from recsys.data.sequences import Sequences
-from recsys.evaluation.baselines import EvalResult, LastItemTransitions, MostPopular, Scorer, evaluate_scorer
+from recsys.evaluation.baselines import EvalResult, Scorer, evaluate_scorer, fit_baselines
 from recsys.evaluation.breakdown import breakdowns, save_breakdown
 from recsys.inference.recommend import plan_batches, select_rows, topk_rows
 from recsys.inference.scoring import ModelScorer
 from recsys.training.datamodule import training_data
 from recsys.training.fit import dataset_fingerprint
 
-__all__ = ["MODEL_NAME", "EvaluateResult", "baselines", "popularity_deciles", "run"]
+__all__ = ["MODEL_NAME", "EvaluateResult", "popularity_deciles", "run"]
 
 MODEL_NAME = "bert4rec"
 """The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
@@ -244,17 +244,6 @@ def _save(
     return [target / p.name for p in written]
 
 
-def baselines(dataset: PreparedDataset, train: Sequences) -> dict[str, Scorer]:
-    """Most popular and last-item transitions, fitted on ``train``: the events the model trained on."""
-    counts = np.bincount(train.items, minlength=dataset.n_items + 2).astype(np.int64)
-    return {
-        "most_popular": MostPopular(counts, dataset.n_items),
-        "last_item_transitions": LastItemTransitions(
-            train.offsets, train.items, dataset.n_items, item_counts=counts
-        ),
-    }
-
-
 def _evaluate(
     cfg: RecsysConfig,
     scorer: Scorer,
@@ -321,7 +310,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Split 
         histories = dataset.history(split)
         targets = dataset.targets(split) if split == "test" else trained.val_targets
         max_history = bundle.model.max_len - 1
-        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **baselines(dataset, trained.history)}
+        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **fit_baselines(trained.history, n_items)}
         results = {
             name: _evaluate(cfg, scorer, dataset, histories, targets, max_history=max_history, device=device)
             for name, scorer in scorers.items()

@@ -6,21 +6,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipelines.pyfunc import log_pyfunc_model
 from pipelines.tracking import Tracker, log_learning_curve, tracked_run
 from recsys.config import RecsysConfig
 from recsys.data.pipeline import PrepareOutcome, prepare
 from recsys.data.prepared import PreparedDataset
-from recsys.evaluation.baselines import LastItemTransitions, MostPopular, Scorer, evaluate_scorer
+from recsys.evaluation.baselines import evaluate_scorer, fit_baselines
 from recsys.inference.scoring import ModelScorer
-from recsys.training.datamodule import TrainingData, training_data
+from recsys.training.datamodule import TrainingData
 from recsys.training.fit import FitResult, dataset_fingerprint, fit
 
 __all__ = ["TrainResult", "dataset_name", "run", "validation_baselines"]
 
 BASELINE_KS = [10]
+_SHORT_NAMES = {"last_item_transitions": "transitions"}
+"""The train job's table and metric keys (``val.transitions.*``) use the short name."""
 
 
 def dataset_name(cfg: RecsysConfig) -> str:
@@ -81,14 +81,9 @@ def validation_baselines(
 ) -> dict[str, dict[str, float]]:
     """Most-popular and last-item transitions, fitted on the model's training events and scored on its
     validation targets by the same code."""
-    train = data.history
-    counts = np.bincount(train.items, minlength=dataset.n_items + 2).astype(np.int64)
-    scorers: dict[str, Scorer] = {
-        "most_popular": MostPopular(counts, dataset.n_items),
-        "transitions": LastItemTransitions(train.offsets, train.items, dataset.n_items, item_counts=counts),
-    }
+    scorers = fit_baselines(data.history, dataset.n_items)
     return {
-        name: evaluate_scorer(
+        _SHORT_NAMES.get(name, name): evaluate_scorer(
             scorer,
             data.val_history,
             data.val_targets,
@@ -101,13 +96,11 @@ def validation_baselines(
     }
 
 
-def _model_validation(
-    cfg: RecsysConfig, dataset: PreparedDataset, data: TrainingData, fitted: FitResult
-) -> dict[str, float]:
+def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitResult) -> dict[str, float]:
     result = evaluate_scorer(
         ModelScorer(fitted.module.model),
-        data.val_history,
-        data.val_targets,
+        fitted.data.val_history,
+        fitted.data.val_targets,
         ks=BASELINE_KS,
         n_items=dataset.n_items,
         item_counts=dataset.item_counts(),
@@ -142,13 +135,12 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
                 tracker.log_artifact(outcome.path / name, "data")
         logger = tracker.lightning_logger()
         fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [])
-        data = training_data(dataset, cfg.train)
         result = TrainResult(
             run_id=tracker.run_id,
             prepared=outcome,
             fit=fitted,
-            model_val=_model_validation(cfg, dataset, data, fitted),
-            baselines=validation_baselines(dataset, data),
+            model_val=_model_validation(cfg, dataset, fitted),
+            baselines=validation_baselines(dataset, fitted.data),
         )
         _log_results(tracker, result)
         if fitted.bundle_path is not None:

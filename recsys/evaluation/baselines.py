@@ -33,6 +33,7 @@ __all__ = [
     "Scorer",
     "as_csr",
     "evaluate_scorer",
+    "fit_baselines",
     "item_counts_from_csr",
 ]
 
@@ -232,6 +233,17 @@ def _pad(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, *,
     valid = (src >= starts[:, None]) & (src < ends[:, None])
     out = np.where(valid, items[np.clip(src, 0, max(items.size - 1, 0))] if items.size else 0, PAD)
     return torch.as_tensor(out.astype(np.int64))
+
+
+def fit_baselines(train: Any, n_items: int) -> dict[str, Scorer]:
+    """Most popular and last-item transitions, both fitted on the training sequences ``train`` (anything
+    :func:`as_csr` takes): the reference rows every model table is printed next to."""
+    csr = as_csr(train)
+    counts = item_counts_from_csr(csr.items, n_items)
+    return {
+        "most_popular": MostPopular(counts, n_items),
+        "last_item_transitions": LastItemTransitions(csr.offsets, csr.items, n_items, item_counts=counts),
+    }
 
 
 def evaluate_scorer(

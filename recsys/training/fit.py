@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import Logger
 from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset
 from recsys.training.bundle import save_bundle
-from recsys.training.datamodule import SequenceDataModule
+from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.module import BERT4RecModule, metric_key
 
 log = logging.getLogger("recsys.train")
@@ -47,6 +47,7 @@ class FitResult:
     history: list[dict[str, float]]
     seconds: float
     module: BERT4RecModule = field(repr=False)
+    data: TrainingData = field(repr=False)  # the events trained on and the validation targets
     stopped_early: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -228,6 +229,7 @@ def fit(
         history=history.records,
         seconds=seconds,
         module=module,
+        data=datamodule.data,
         stopped_early=stopped,
     )
 
