@@ -206,6 +206,12 @@ class TrainConfig(_Section):
     )
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Validate, checkpoint and ship an exponential moving average of the weights (per step).",
+    )
     bucket_by_length: bool = Field(True, description="Batch sequences of similar length together.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     patience: int = Field(10, ge=1, description="Early stopping: epochs without val NDCG@10 gain.")

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import (
+    Callback,
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from pytorch_lightning.loggers import Logger
 
 from recsys.config import RecsysConfig
@@ -163,6 +169,11 @@ def fit(
         history,
         *callbacks,
     ]
+    if tcfg.ema_decay is not None:
+        # Lightning's EMA: validation (so early stopping and best.ckpt) sees the averaged weights, every
+        # checkpoint's state_dict holds them (the raw weights ride along for --resume), and training ends
+        # with them in the module, so the bundle ships them.
+        all_callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if tcfg.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 50)))
     trainer = pl.Trainer(

@@ -114,3 +114,31 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path: Pa
     assert last["epoch"] == 2  # what --resume continues from: the end of the run, not the best epoch
     (records,) = [v["records"] for v in last["callbacks"].values() if "records" in v]
     assert len(records) == 3
+
+
+def test_ema_weights_are_validated_checkpointed_and_shipped(tmp_path: Path) -> None:
+    source = planted_rule_log(tmp_path / "log.csv", n_users=40)
+    cfg = tiny_config(tmp_path, source, **{"train.max_epochs": 3, "train.ema_decay": 0.9})
+    data = prepared(cfg)
+    result = fit(cfg, data)
+    assert result.bundle_path is not None
+    checkpoints = Path(cfg.train.output_dir) / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    raw, averaged = last["current_model_state"], last["state_dict"]  # raw weights kept for --resume
+    assert raw.keys() == averaged.keys()
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)
+    # The shipped model is the averaged best checkpoint...
+    best = torch.load(checkpoints / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    bundle = load_bundle(result.bundle_path)
+    for name, value in bundle.model.state_dict().items():
+        assert torch.equal(value, best[f"model.{name}"]), name
+    # ...and validation scored those weights: re-scoring it reproduces the recorded best metric.
+    rescored = evaluate_scorer(
+        ModelScorer(bundle.model),
+        result.data.val_history,
+        result.data.val_targets,
+        ks=[10],
+        n_items=data.n_items,
+        max_len=cfg.model.max_len - 1,
+    )
+    assert rescored.metrics["ndcg@10"] == pytest.approx(result.best_val[MONITOR], abs=1e-6)

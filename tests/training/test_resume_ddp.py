@@ -48,16 +48,19 @@ def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", [None, 0.9], ids=["raw", "ema"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path, ema: float | None) -> None:
+    # With EMA the checkpoint carries both the averaged and the raw weights: both must come back.
+    overrides = {**OVERRIDES, **({"train.ema_decay": ema} if ema is not None else {})}
     source = planted_rule_log(tmp_path / "log.csv", n_users=80)
-    reference = _result(_run(tmp_path / "ref", source, "plain", OVERRIDES))
+    reference = _result(_run(tmp_path / "ref", source, "plain", overrides))
 
-    killed = _run(tmp_path / "crash", source, "kill", OVERRIDES)
+    killed = _run(tmp_path / "crash", source, "kill", overrides)
     assert killed.returncode == -signal.SIGKILL
     assert (tmp_path / "crash" / "run" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "crash" / "run" / "model").exists()  # no bundle from a dead run
 
-    resumed = _result(_run(tmp_path / "crash", source, "resume", OVERRIDES))
+    resumed = _result(_run(tmp_path / "crash", source, "resume", overrides))
     assert resumed["history"] == reference["history"]
     assert resumed["best"] == reference["best"]
     assert resumed["epochs"] == reference["epochs"] == OVERRIDES["train.max_epochs"]
