@@ -67,7 +67,7 @@ def _cmd_demo(args: argparse.Namespace) -> _Result:
 def _cmd_evaluate(args: argparse.Namespace) -> _Result:
     from pipelines import evaluate
 
-    return evaluate.run(_load(args), model=args.model, data=args.data, split=args.split)
+    return evaluate.run(_load(args), model=args.model, data=args.data, split=args.split, out=args.out)
 
 
 def _cmd_recommend(args: argparse.Namespace) -> _Result:
@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", required=True, help="Model bundle directory or models:/name/version.")
             p.add_argument("--data", required=True, type=Path, help="Prepared dataset directory.")
             p.add_argument("--split", choices=["test", "validation"], default="test")
+            p.add_argument(
+                "--out",
+                type=Path,
+                help="Artifacts directory (default: <train.output_dir>/evaluation/<split>).",
+            )
         if name in ("recommend", "similar-items"):
             p.add_argument("--model", required=True, help="Model bundle directory or models:/name/version.")
             p.add_argument("--k", type=int, default=10, help="Items per user.")

@@ -8,10 +8,10 @@ baselines (most popular, last-item transitions, both fitted on the training even
 same :func:`recsys.evaluation.baselines.evaluate_scorer`, so their numbers are comparable. Sampled metrics
 (``eval.sampled_negatives``) are reported as well when asked for, always under ``sampled_*`` names.
 
-Written to ``<train.output_dir>/evaluation/<split>/`` and logged to the MLflow run: ``metrics.csv`` and
-``metrics.json``, the breakdowns by history length and target popularity (csv, parquet, png), and the
-recommendation-popularity table and plot (share of top-k slots per catalogue-popularity decile against
-the share of training interactions in that decile).
+Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``) and logged to the MLflow run:
+``metrics.csv`` and ``metrics.json``, the breakdowns by history length and target popularity (csv,
+parquet, png), and the recommendation-popularity table and plot (share of top-k slots per
+catalogue-popularity decile against the share of training interactions in that decile).
 """
 
 from __future__ import annotations
@@ -279,7 +279,14 @@ def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], direct
     tracker.log_artifact(directory, "evaluation")
 
 
-def run(cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Split = "test") -> EvaluateResult:
+def run(
+    cfg: RecsysConfig,
+    *,
+    model: str | Path,
+    data: str | Path,
+    split: Split = "test",
+    out: str | Path | None = None,
+) -> EvaluateResult:
     """Evaluate a model bundle (directory or ``models:/name/version``) on a prepared dataset.
 
     Args:
@@ -288,6 +295,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Split 
         model: the bundle.
         data: the prepared dataset directory the model is evaluated on.
         split: ``test`` (history = train + validation events) or ``validation`` (history = train events).
+        out: where the artifacts go; default ``<train.output_dir>/evaluation/<split>``.
     """
     if split not in ("test", "validation"):
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
@@ -329,7 +337,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, data: str | Path, split: Split 
             device=device,
         )
 
-        target = Path(cfg.train.output_dir) / "evaluation" / split
+        target = Path(out) if out is not None else Path(cfg.train.output_dir) / "evaluation" / split
         written = _save(target, results, popularity, cfg, k_plot)
         _log(tracker, split, results, target)
         result = EvaluateResult(

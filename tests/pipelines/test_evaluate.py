@@ -198,6 +198,19 @@ def test_cli_json_prints_one_object(setup: Setup, tmp_path: Path, capsys: pytest
     assert "model bundle not found" in capsys.readouterr().err
 
 
+def test_cli_out_puts_the_artifacts_there(
+    setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "elsewhere"
+    args = ["evaluate", "--model", str(setup.bundle), "--data", str(setup.dataset.path), *setup.overrides()]
+    args += ["--set", f"train.output_dir={tmp_path / 'run'}", "--out", str(out), "--json"]
+    assert main(args) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Path(payload["output_dir"]) == out
+    assert (out / "metrics.csv").is_file()
+    assert not (tmp_path / "run" / "evaluation").exists()
+
+
 def test_tracked_run_has_metrics_and_breakdown_artifacts(
     setup: Setup, local_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
