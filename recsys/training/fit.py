@@ -35,7 +35,7 @@ from recsys.training.module import BERT4RecModule, metric_key
 
 log = logging.getLogger("recsys.train")
 
-__all__ = ["MONITOR", "EpochHistory", "FitResult", "dataset_fingerprint", "fit"]
+__all__ = ["MONITOR", "EpochHistory", "FitResult", "dataset_fingerprint", "export_checkpoint", "fit"]
 
 MONITOR = metric_key("val", "ndcg@10")
 
@@ -114,6 +114,34 @@ def dataset_fingerprint(dataset: PreparedDataset) -> str:
 def _load_weights(module: BERT4RecModule, checkpoint: Path) -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
+
+
+def _write_bundle(
+    path: Path, module: BERT4RecModule, cfg: RecsysConfig, dataset: PreparedDataset, extra: dict[str, Any]
+) -> Path:
+    return save_bundle(
+        path,
+        module.model,
+        cfg,
+        dataset.users,
+        dataset.items,
+        dataset.item_counts(),
+        data_fingerprint=dataset_fingerprint(dataset),
+        extra=extra,
+    )
+
+
+def export_checkpoint(
+    cfg: RecsysConfig, dataset: PreparedDataset, checkpoint: str | Path, path: str | Path
+) -> Path:
+    """Write the bundle of one Lightning checkpoint of a ``fit(cfg, dataset)`` run (``last.ckpt``, say,
+    to evaluate the final epoch next to the best-validation bundle that ``fit`` wrote).
+
+    With ``train.ema_decay`` the checkpoint's weights are the averaged ones, as in ``fit``'s bundle.
+    """
+    module = BERT4RecModule(dataset.n_items, cfg, dataset.item_counts(), total_steps=1)
+    _load_weights(module, Path(checkpoint))
+    return _write_bundle(Path(path), module, cfg, dataset, {"checkpoint": str(checkpoint)})
 
 
 def fit(
@@ -219,15 +247,8 @@ def fit(
             best_epoch = int(best["epoch"])
     bundle_path: Path | None = None
     if write_bundle and trainer.is_global_zero:
-        bundle_path = save_bundle(
-            out / "model",
-            module.model,
-            cfg,
-            dataset.users,
-            dataset.items,
-            dataset.item_counts(),
-            data_fingerprint=dataset_fingerprint(dataset),
-            extra={"best_val": best_val, "best_epoch": best_epoch},
+        bundle_path = _write_bundle(
+            out / "model", module, cfg, dataset, {"best_val": best_val, "best_epoch": best_epoch}
         )
     stopped = bool(trainer.early_stopping_callback and trainer.early_stopping_callback.stopped_epoch > 0)
     return FitResult(

@@ -11,7 +11,7 @@ import torch
 from recsys.evaluation.baselines import MostPopular, evaluate_scorer
 from recsys.inference.scoring import ModelScorer
 from recsys.training.bundle import BundleError, load_bundle
-from recsys.training.fit import MONITOR, fit
+from recsys.training.fit import MONITOR, export_checkpoint, fit
 from tests.training.helpers import planted_rule_log, prepared, tiny_config
 
 
@@ -142,3 +142,13 @@ def test_ema_weights_are_validated_checkpointed_and_shipped(tmp_path: Path) -> N
         max_len=cfg.model.max_len - 1,
     )
     assert rescored.metrics["ndcg@10"] == pytest.approx(result.best_val[MONITOR], abs=1e-6)
+
+
+def test_exported_best_checkpoint_is_the_shipped_bundle(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, data, result = trained
+    exported = load_bundle(export_checkpoint(cfg, data, result.best_checkpoint, tmp_path / "exported"))
+    shipped = load_bundle(result.bundle_path)
+    for (name, a), (_, b) in zip(
+        exported.model.state_dict().items(), shipped.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
