@@ -2,12 +2,12 @@
 
 Bar 1 (``ml1m``): top-10 for all 6,040 ML-1M users, seen items excluded, with a model of the ML-1M shape
 (hidden 64, 2 blocks, max_len 200, 3,416 items; untrained weights time the same as trained ones), through
-``pipelines.recommend.run`` end to end: bundle load, prepared-dataset load, scoring, parquet parts,
+``recsys.jobs.recommend.run`` end to end: bundle load, prepared-dataset load, scoring, parquet parts,
 manifest, atomic publish. Bar: <= 2 s (RecTools: 13.2 s). The prepared ML-1M comes from
 ``../shared/data/ml-1m/ml-1m.txt`` (``sasrec_txt``, at least 5 interactions per user and item).
 
 Bar 2 (``large``): 1,000,000 synthetic users with 20-50 items each over a 100,000-item catalogue, an
-untrained model of the same shape, scored by ``pipelines.recommend.write_recommendations`` (the path
+untrained model of the same shape, scored by ``recsys.inference.predict.write_recommendations`` (the path
 ``run`` uses) into parquet parts. Runs in a fresh subprocess that reports its own peak RSS
 (``resource.getrusage``). Bar: peak RSS <= 4 GiB; prints users/s.
 
@@ -67,12 +67,11 @@ def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from pipelines import recommend
     from recsys.data.pipeline import prepare
-    from recsys.data.prepared import PreparedDataset
+    from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+    from recsys.jobs import recommend
     from recsys.model.bert4rec import BERT4Rec
     from recsys.training.bundle import save_bundle
-    from recsys.training.fit import dataset_fingerprint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,9 +133,9 @@ def large_worker(args: argparse.Namespace) -> dict[str, Any]:
     import polars as pl
     import torch
 
-    from pipelines.recommend import write_recommendations
     from recsys.config import load_config
     from recsys.data.sequences import Sequences
+    from recsys.inference.predict import write_recommendations
     from recsys.model.bert4rec import BERT4Rec
 
     rss_import = _peak_rss()

@@ -1,3 +1,8 @@
 """recsys: BERT4Rec sequential recommendation, from interaction log to top-k batch job."""
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("recsys")
+except metadata.PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+    __version__ = "0+unknown"

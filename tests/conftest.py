@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The MLflow server and local-store fixtures, shared by tests/jobs, tests/tracking and tests/tuning.
+pytest_plugins = ["tests.mlflow_store"]
+
 
 def shared_data_dir() -> Path:
     """`../shared/data` beside the project root, or $RECSYS_SHARED_DATA."""
@@ -35,7 +38,8 @@ def project_root() -> Path:
 def _tracking_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A test that tracks without choosing a store writes to a temporary one, never into the repo.
 
-    Tests of the default store itself (tests/pipelines) unset this per test and chdir to tmp_path.
+    Tests of the default store itself (tests/jobs, tests/tracking, tests/tuning) unset this per test and
+    chdir to tmp_path.
     """
     store = tmp_path_factory.mktemp("mlflow") / "mlruns.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"

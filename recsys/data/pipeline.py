@@ -1,7 +1,7 @@
 """The data pipeline end to end: raw log -> cleaned, encoded, split interactions -> prepared directory.
 
 :func:`build` does the work in memory (read, validate, filter, sort, deduplicate, k-core, encode,
-split); :func:`prepare` adds the reuse check, the report and the atomic write. ``pipelines.prepare`` is a
+split); :func:`prepare` adds the reuse check, the report and the atomic write. ``recsys.jobs.prepare`` is a
 thin job wrapper around :func:`prepare`.
 """
 

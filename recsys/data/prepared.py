@@ -46,6 +46,7 @@ __all__ = [
     "PreparedDataset",
     "check_target",
     "config_key",
+    "dataset_fingerprint",
     "find_reusable",
     "fingerprint",
     "make_manifest",
@@ -387,3 +388,10 @@ class PreparedDataset:
 def _check_split(split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
         raise ValueError(f"split must be one of {allowed}, got {split!r}")
+
+
+def dataset_fingerprint(dataset: PreparedDataset) -> str:
+    """Identity of the training data: the source file's fingerprint plus the data-config key."""
+    manifest = dataset.manifest
+    payload = {"source": manifest.get("source", {}).get("fingerprint"), "config": manifest.get("config_key")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

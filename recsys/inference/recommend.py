@@ -1,6 +1,6 @@
 """Batched top-k recommendation with item filters and bounded memory.
 
-Shared by ``recsys recommend`` (``pipelines.recommend``) and the MLflow pyfunc model; see
+Shared by ``recsys recommend`` (``recsys.jobs.recommend``) and the MLflow pyfunc model; see
 docs/CONTRACTS.md. One ``[batch, V]`` score block exists at a time (on CPU, a smaller block of a few
 dozen to a few thousand rows, see ``CPU_SCORES_PER_CHUNK``) and the top k are taken from it immediately,
 so memory grows with ``batch_size * V``, never with ``users * V``.

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,19 @@ from safetensors.torch import load_file, save_file
 
 from recsys import __version__
 from recsys.config import RecsysConfig
+from recsys.data.prepared import PreparedDataset, dataset_fingerprint
 from recsys.data.vocab import Vocabulary
 from recsys.model.bert4rec import BERT4Rec
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleError", "load_bundle", "save_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Bundle",
+    "BundleError",
+    "bundle_sha256",
+    "check_compatible",
+    "load_bundle",
+    "save_bundle",
+]
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -176,3 +186,33 @@ def load_bundle(path: str | Path) -> Bundle:
         item_counts=stats["item_counts"].numpy(),
         manifest=manifest,
     )
+
+
+def bundle_sha256(bundle: Bundle) -> str:
+    """SHA-256 of the bundle's manifest (which holds the SHA-256 of every other bundle file)."""
+    return hashlib.sha256((bundle.path / "manifest.json").read_bytes()).hexdigest()
+
+
+def check_compatible(bundle: Bundle, dataset: PreparedDataset) -> bool:
+    """Whether ``bundle`` was trained on ``dataset``; warns when not, raises when the items differ.
+
+    Returns True when the data fingerprints match. Different fingerprints with the same item vocabulary
+    (e.g. the data was re-prepared with other options) only warn: the model can still score, but its
+    numbers do not describe the data it was trained on. Different item vocabularies cannot be scored.
+    """
+    if bundle.items != dataset.items:
+        raise BundleError(
+            f"{bundle.path}: the model's {bundle.n_items} items are not the items of {dataset.path} "
+            f"({dataset.n_items}); evaluate/recommend with the dataset the model was trained on"
+        )
+    expected = dataset_fingerprint(dataset)
+    if bundle.fingerprint == expected:
+        return True
+    warnings.warn(
+        f"DATA FINGERPRINT MISMATCH: the model {bundle.path} was trained on data with fingerprint "
+        f"{bundle.fingerprint[:12] or '(none)'}..., but {dataset.path} has {expected[:12]}... "
+        "(different source file or preparation settings). Results may not be comparable.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return False

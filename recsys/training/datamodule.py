@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
+import pytorch_lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -276,7 +276,7 @@ def align_targets(history: Sequences, targets: Sequences) -> tuple[np.ndarray, S
     return targets.users, Sequences(users=targets.users, offsets=offsets, items=items), targets
 
 
-class SequenceDataModule(pl.LightningDataModule):
+class SequenceDataModule(L.LightningDataModule):
     """Training windows and validation batches of :func:`training_data`."""
 
     def __init__(
@@ -356,7 +356,7 @@ class SequenceDataModule(pl.LightningDataModule):
         if self._sampler is not None:
             self._sampler.sampler.set_epoch(epoch)
 
-    def _trainer_or_none(self) -> pl.Trainer | None:
+    def _trainer_or_none(self) -> L.Trainer | None:
         try:
             return self.trainer
         except RuntimeError:

@@ -6,8 +6,6 @@ per trial, a notebook calls it directly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -16,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
+import pytorch_lightning as L
 import torch
 from pytorch_lightning.callbacks import (
     Callback,
@@ -28,14 +26,14 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import Logger
 
 from recsys.config import RecsysConfig
-from recsys.data.prepared import PreparedDataset
+from recsys.data.prepared import PreparedDataset, dataset_fingerprint
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.module import BERT4RecModule, metric_key
 
 log = logging.getLogger("recsys.train")
 
-__all__ = ["MONITOR", "EpochHistory", "FitResult", "dataset_fingerprint", "export_checkpoint", "fit"]
+__all__ = ["MONITOR", "EpochHistory", "FitResult", "export_checkpoint", "fit"]
 
 MONITOR = metric_key("val", "ndcg@10")
 
@@ -77,7 +75,7 @@ class EpochHistory(Callback):
     def __init__(self) -> None:
         self.records: list[dict[str, float]] = []
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         record: dict[str, float] = {"epoch": float(trainer.current_epoch)}
         for key in (MONITOR, metric_key("val", "hr@10")):
@@ -102,13 +100,6 @@ class EpochHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = list(state_dict.get("records", []))
-
-
-def dataset_fingerprint(dataset: PreparedDataset) -> str:
-    """Identity of the training data: the source file's fingerprint plus the data-config key."""
-    manifest = dataset.manifest
-    payload = {"source": manifest.get("source", {}).get("fingerprint"), "config": manifest.get("config_key")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _load_weights(module: BERT4RecModule, checkpoint: Path) -> None:
@@ -161,7 +152,7 @@ def fit(
     tcfg = cfg.train
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
-    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
     out = Path(tcfg.output_dir)
     ckpt_dir = out / "checkpoints"
     datamodule = SequenceDataModule(dataset, cfg.model, cfg.masking, tcfg, cfg.eval)
@@ -204,7 +195,7 @@ def fit(
         all_callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if tcfg.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 50)))
-    trainer = pl.Trainer(
+    trainer = L.Trainer(
         max_epochs=tcfg.max_epochs,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
         accelerator=tcfg.accelerator,

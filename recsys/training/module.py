@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
+import pytorch_lightning as L
 import torch
 from torch import nn
 
@@ -61,7 +61,7 @@ def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Any:
     return f
 
 
-class BERT4RecModule(pl.LightningModule):
+class BERT4RecModule(L.LightningModule):
     """Masked-item training and full-ranking validation of :class:`BERT4Rec`."""
 
     def __init__(

@@ -44,8 +44,8 @@ def untrained_setup(
     root: Path, *, n_users: int = 60, n_items: int = 30, seed: int = 0, **overrides: object
 ) -> Setup:
     """Prepared dataset + a bundle of a randomly initialised model (no training: fast)."""
+    from recsys.data.prepared import dataset_fingerprint
     from recsys.training.bundle import save_bundle
-    from recsys.training.fit import dataset_fingerprint
 
     root.mkdir(parents=True, exist_ok=True)
     source = planted_rule_log(root / "log.csv", n_users=n_users, n_items=n_items)

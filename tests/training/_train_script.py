@@ -8,13 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
-import pytorch_lightning as pl
+import pytorch_lightning as L
 
 from recsys.training.fit import MONITOR, fit
 from tests.training.helpers import prepared, tiny_config
 
 
-class _KillMidEpoch(pl.Callback):
+class _KillMidEpoch(L.Callback):
     def __init__(self, epoch: int, batch: int) -> None:
         self.epoch, self.batch = epoch, batch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
+import pytorch_lightning as L
 import torch
 
 from recsys.evaluation.baselines import MostPopular, evaluate_scorer
@@ -95,11 +95,11 @@ def test_seeded_runs_are_identical(tmp_path: Path) -> None:
         assert ka == kb and torch.equal(va, vb)
 
 
-class _Worsening(pl.Callback):
+class _Worsening(L.Callback):
     """Makes the monitored metric fall every epoch (after EpochHistory recorded the real one), so the
     first epoch stays the best and every later epoch is a non-improving one."""
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.callback_metrics[MONITOR] = torch.tensor(1.0 / (trainer.current_epoch + 1))
 
 

@@ -1,1 +1,0 @@
-"""The jobs layer: typed pipeline functions (prepare, train, evaluate, recommend, tune) and the CLI."""

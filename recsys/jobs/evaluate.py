@@ -1,0 +1,277 @@
+"""The ``evaluate`` job: full-ranking metrics of a model bundle and the baselines, in one table.
+
+Protocol (the published ML-1M one): every user with a target in the split is ranked over the whole
+catalogue, already-seen items excluded (``eval.exclude_seen``), at the cut-offs ``eval.ks``. The test split
+gives the model the full history up to the test target, validation item included
+(``PreparedDataset.history("test")``); the validation split gives the training events. The model and the
+baselines (most popular, last-item transitions, both fitted on the training events only) go through the
+same :func:`recsys.evaluation.baselines.evaluate_scorer`, so their numbers are comparable. Sampled metrics
+(``eval.sampled_negatives``) are reported as well when asked for, always under ``sampled_*`` names.
+
+Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``) and logged to the MLflow run:
+``metrics.csv`` and ``metrics.json``, the breakdowns by history length and target popularity (csv,
+parquet, png), and the recommendation-popularity table and plot (share of top-k slots per
+catalogue-popularity decile against the share of training interactions in that decile).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.config import RecsysConfig
+from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+from recsys.data.sequences import Sequences
+from recsys.evaluation.baselines import EvalResult, Scorer, evaluate_scorer, fit_baselines
+from recsys.evaluation.breakdown import breakdowns, save_breakdown
+from recsys.evaluation.popularity import plot_popularity, recommendation_popularity
+from recsys.inference.device import apply_threads, resolve_device
+from recsys.inference.recommend import select_rows
+from recsys.inference.scoring import ModelScorer
+from recsys.tracking.loading import load_model
+from recsys.tracking.names import dataset_name
+from recsys.tracking.run import tracked_run
+from recsys.tracking.tracker import Tracker
+from recsys.training.bundle import check_compatible
+from recsys.training.datamodule import training_data
+
+__all__ = ["MODEL_NAME", "EvaluateResult", "run"]
+
+MODEL_NAME = "bert4rec"
+"""The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
+Split = Literal["test", "validation"]
+
+
+@dataclass
+class EvaluateResult:
+    """The outcome of ``recsys evaluate``: metrics per scorer (model first, then baselines)."""
+
+    run_id: str | None
+    split: str
+    model: str
+    data: str
+    users: int
+    ks: list[int]
+    metrics: dict[str, dict[str, float]]
+    fingerprint_match: bool
+    exclude_seen: bool
+    output_dir: Path
+    artifacts: list[str]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "split": self.split,
+            "model": self.model,
+            "data": self.data,
+            "users": self.users,
+            "ks": self.ks,
+            "fingerprint_match": self.fingerprint_match,
+            "exclude_seen": self.exclude_seen,
+            "metrics": self.metrics,
+            "output_dir": str(self.output_dir),
+            "artifacts": self.artifacts,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def summary(self) -> str:
+        """The report table: NDCG and HR at every k, then coverage at the largest k, per scorer."""
+        k_max = max(self.ks)
+        columns = [f"ndcg@{k}" for k in self.ks] + [f"hr@{k}" for k in self.ks] + [f"coverage@{k_max}"]
+        sampled = sorted({m for v in self.metrics.values() for m in v if m.startswith("sampled_")})
+        lines = [
+            f"{self.split} split, {self.users:,} users, full ranking over the catalogue"
+            + (", seen items excluded" if self.exclude_seen else ""),
+        ]
+        if not self.fingerprint_match:
+            lines.append("WARNING: the model was trained on different data (fingerprint mismatch)")
+        lines += ["", _table(self.metrics, columns)]
+        if sampled:
+            lines += [
+                "",
+                "sampled metrics (NOT comparable with full-ranking ones):",
+                _table(self.metrics, sampled),
+            ]
+        lines.append(f"\nartifacts: {self.output_dir}")
+        if self.run_id:
+            lines.append(f"MLflow run: {self.run_id}")
+        return "\n".join(lines)
+
+
+def _table(metrics: Mapping[str, Mapping[str, float]], columns: list[str]) -> str:
+    width = max(12, *(len(c) + 2 for c in columns))
+    head = f"{'':<24}" + "".join(f"{c:>{width}}" for c in columns)
+    rows = [head]
+    for name, values in metrics.items():
+        rows.append(f"{name:<24}" + "".join(f"{values.get(c, float('nan')):>{width}.4f}" for c in columns))
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------------ the job
+def _write_outputs(
+    directory: Path,
+    results: Mapping[str, EvalResult],
+    popularity: pl.DataFrame,
+    cfg: RecsysConfig,
+    k_plot: int,
+) -> list[Path]:
+    metrics = {name: r.metrics for name, r in results.items()}
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    names = list(next(iter(metrics.values())))
+    pl.DataFrame(
+        [{"scorer": name, **{m: values.get(m) for m in names}} for name, values in metrics.items()]
+    ).write_csv(directory / "metrics.csv")
+    written = [directory / "metrics.json", directory / "metrics.csv"]
+    plotted = (f"ndcg@{k_plot}", f"hr@{k_plot}")
+    for by, table in breakdowns(results, cfg.eval).items():
+        written += save_breakdown(table, directory, f"breakdown_{by}", metrics=plotted).values()
+    popularity.write_csv(directory / "recommendation_popularity.csv")
+    popularity.write_parquet(directory / "recommendation_popularity.parquet")
+    written += [
+        directory / "recommendation_popularity.csv",
+        directory / "recommendation_popularity.parquet",
+        plot_popularity(popularity, directory / "recommendation_popularity.png", k_plot),
+    ]
+    return written
+
+
+def _save(
+    target: Path, results: Mapping[str, EvalResult], popularity: pl.DataFrame, cfg: RecsysConfig, k_plot: int
+) -> list[Path]:
+    """Write every table and plot into a fresh folder beside ``target``, then swap it in for the previous
+    evaluation of this split, so the folder never mixes files from two runs."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        written = _write_outputs(staging, results, popularity, cfg, k_plot)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [target / p.name for p in written]
+
+
+def _evaluate(
+    cfg: RecsysConfig,
+    scorer: Scorer,
+    dataset: PreparedDataset,
+    histories: Sequences,
+    targets: Sequences,
+    *,
+    max_history: int,
+    device: str,
+) -> EvalResult:
+    return evaluate_scorer(
+        scorer,
+        histories,
+        targets,
+        ks=cfg.eval.ks,
+        n_items=dataset.n_items,
+        item_counts=dataset.item_counts(),
+        exclude_seen=cfg.eval.exclude_seen,
+        batch_size=cfg.eval.batch_size,
+        max_len=max_history,
+        per_user=True,
+        sampled_negatives=cfg.eval.sampled_negatives,
+        sampled_by=cfg.eval.sampled_by,
+        # Every scorer gets the same seeded negatives.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        device=device,
+    )
+
+
+def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+    for name, result in results.items():
+        tracker.log_metrics({f"{split}.{name}.{metric}": value for metric, value in result.metrics.items()})
+    tracker.log_artifact(directory, "evaluation")
+
+
+def run(
+    cfg: RecsysConfig,
+    *,
+    model: str | Path,
+    data: str | Path,
+    split: Split = "test",
+    out: str | Path | None = None,
+) -> EvaluateResult:
+    """Evaluate a model bundle (directory or ``models:/name/version``) on a prepared dataset.
+
+    Args:
+        cfg: configuration; ``eval`` sets ks, seen-item exclusion, sampled metrics, batch size and the
+            breakdown buckets; ``train.accelerator`` the device; ``train.seed`` the negative sampling.
+        model: the bundle.
+        data: the prepared dataset directory the model is evaluated on.
+        split: ``test`` (history = train + validation events) or ``validation`` (history = train events).
+        out: where the artifacts go; default ``<train.output_dir>/evaluation/<split>``.
+    """
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+    started = time.perf_counter()
+    with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg)) as tracker:
+        bundle = load_model(model, cfg.tracking)
+        dataset = PreparedDataset.load(data)
+        match = check_compatible(bundle, dataset)
+        tracker.set_tags({"model": str(model), "split": split, "fingerprint_match": str(match).lower()})
+        tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=dataset.path, context=split)
+        apply_threads(cfg)
+
+        device = resolve_device(cfg)
+        n_items = dataset.n_items
+        counts = dataset.item_counts()
+        # The events the model trained on, by its own training config: the baselines are fitted on
+        # them, and a validation run scores only the users whose validation events were held out.
+        trained = training_data(dataset, bundle.config.train)
+        histories = dataset.history(split)
+        targets = dataset.targets(split) if split == "test" else trained.val_targets
+        max_history = bundle.model.max_len - 1
+        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **fit_baselines(trained.history, n_items)}
+        results = {
+            name: _evaluate(cfg, scorer, dataset, histories, targets, max_history=max_history, device=device)
+            for name, scorer in scorers.items()
+        }
+        k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
+        evaluated = select_rows(histories, np.searchsorted(histories.users, targets.users))
+        popularity = recommendation_popularity(
+            scorers,
+            evaluated,
+            counts,
+            n_items,
+            k=k_plot,
+            max_history=max_history,
+            exclude_seen=cfg.eval.exclude_seen,
+            batch_size=cfg.eval.batch_size,
+            device=device,
+        )
+
+        target = Path(out) if out is not None else Path(cfg.train.output_dir) / "evaluation" / split
+        written = _save(target, results, popularity, cfg, k_plot)
+        _log(tracker, split, results, target)
+        result = EvaluateResult(
+            run_id=tracker.run_id,
+            split=split,
+            model=str(model),
+            data=str(dataset.path),
+            users=len(targets),
+            ks=sorted(set(cfg.eval.ks)),
+            metrics={name: r.metrics for name, r in results.items()},
+            fingerprint_match=match,
+            exclude_seen=cfg.eval.exclude_seen,
+            output_dir=target,
+            artifacts=[p.name for p in written],
+            seconds=time.perf_counter() - started,
+        )
+        tracker.log_metrics({f"{split}.users": result.users, f"{split}.seconds": result.seconds})
+        return result

@@ -1,0 +1,123 @@
+"""The ``similar-items`` job: the ``k`` nearest items of every item by output-embedding cosine, into atomic
+parquet output (``item_id, similar_item_id, score, rank``), for "more like this" shelves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.config import RecsysConfig
+from recsys.inference.device import apply_threads, resolve_device
+from recsys.inference.parts import RANK, SCORE, SIMILAR_ITEM_ID, IdTable, PartBuffer
+from recsys.inference.recommend import ITEM_ID, TopK
+from recsys.inference.requests import check_k
+from recsys.inference.similar import similar_items
+from recsys.inference.writer import (
+    PartWriter,
+    check_target,
+    create_staging,
+    discard,
+    publish,
+    read_manifest,
+    write_manifest,
+)
+from recsys.tracking.loading import load_model
+from recsys.tracking.names import dataset_name
+from recsys.tracking.run import tracked_run
+from recsys.training.bundle import bundle_sha256
+
+__all__ = ["SimilarItemsResult", "run"]
+
+
+@dataclass
+class SimilarItemsResult:
+    """The outcome of ``recsys similar-items``."""
+
+    run_id: str | None
+    out: Path
+    k: int
+    items: int
+    rows: int
+    parts: int
+    seconds: float
+    manifest: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "out": str(self.out),
+            "k": self.k,
+            "items": self.items,
+            "rows": self.rows,
+            "parts": self.parts,
+            "seconds": round(self.seconds, 4),
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.k} similar items for {self.items:,} items -> {self.rows:,} rows in {self.parts} part(s) "
+            f"at {self.out} ({self.seconds:.2f} s)"
+        ]
+        if self.run_id:
+            lines.append(f"MLflow run: {self.run_id}")
+        return "\n".join(lines)
+
+
+def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str | Path) -> SimilarItemsResult:
+    """The ``k`` nearest items of every item by output-embedding cosine, into ``out`` (atomic parquet:
+    ``item_id, similar_item_id, score, rank``)."""
+    k = cfg.inference.k if k is None else k
+    check_k(k)
+    out = Path(out)
+    check_target(out)
+    bundle = load_model(model, cfg.tracking)
+    apply_threads(cfg)
+    per_part = max(1, cfg.inference.rows_per_part // k)
+    item_ids = bundle.items.ids
+    # Query rows are item indices 1..n_items; index 0 of row_ids is a placeholder so that gather works.
+    to_table = IdTable(pl.concat([item_ids.head(1), item_ids]), item_ids, ITEM_ID, SIMILAR_ITEM_ID)
+    manifest = {
+        "kind": "similar_items",
+        "model": {"path": str(bundle.path), "manifest_sha256": bundle_sha256(bundle)},
+        "data_fingerprint": bundle.fingerprint,
+        "k": k,
+        "items": bundle.n_items,
+        "similarity": "cosine of output item embeddings",
+        "rows_per_part": cfg.inference.rows_per_part,
+        "columns": [ITEM_ID, SIMILAR_ITEM_ID, SCORE, RANK],
+    }
+    with tracked_run(cfg, "similar-items", dataset=dataset_name(cfg)) as tracker:
+        tracker.set_tags({"model": str(model)})
+        staging = create_staging(out)
+        started = time.perf_counter()
+        try:
+            buffer = PartBuffer(PartWriter(staging), per_part, to_table)
+            blocks: Iterable[TopK] = similar_items(
+                bundle.model, k, batch_size=cfg.inference.batch_size, device=resolve_device(cfg)
+            )
+            for top in blocks:
+                buffer.add(top)
+            buffer.flush()
+            write_manifest(staging, {**manifest, "world_size": 1})
+            publish(staging, out)
+        except BaseException:
+            discard(staging)
+            raise
+        written = read_manifest(out)
+        result = SimilarItemsResult(
+            run_id=tracker.run_id,
+            out=out,
+            k=k,
+            items=bundle.n_items,
+            rows=int(written["rows"]),
+            parts=len(written["parts"]),
+            seconds=time.perf_counter() - started,
+            manifest=written,
+        )
+        tracker.log_output("similar_items", result.to_json(), written)
+        return result

@@ -1,0 +1,150 @@
+"""The ``train`` job: prepare (or reuse) the data, fit BERT4Rec, compare with baselines, track it all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from recsys.config import RecsysConfig
+from recsys.data.pipeline import PrepareOutcome, prepare
+from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+from recsys.evaluation.baselines import evaluate_scorer, fit_baselines
+from recsys.inference.scoring import ModelScorer
+from recsys.tracking.curves import log_learning_curve
+from recsys.tracking.names import dataset_name
+from recsys.tracking.pyfunc import log_pyfunc_model
+from recsys.tracking.run import tracked_run
+from recsys.tracking.tracker import Tracker
+from recsys.training.datamodule import TrainingData
+from recsys.training.fit import FitResult, fit
+
+__all__ = ["TrainResult", "run", "validation_baselines"]
+
+BASELINE_KS = [10]
+_SHORT_NAMES = {"last_item_transitions": "transitions"}
+"""The train job's table and metric keys (``val.transitions.*``) use the short name."""
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``recsys train``."""
+
+    run_id: str | None
+    prepared: PrepareOutcome
+    fit: FitResult
+    model_val: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    model_uri: str | None = None
+    registered_version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "prepared": str(self.prepared.path),
+            "prepared_reused": self.prepared.reused,
+            **self.fit.to_json(),
+            "validation": {"bert4rec": self.model_val, **self.baselines},
+            "model_uri": self.model_uri,
+            "registered_version": self.registered_version,
+        }
+
+    def summary(self) -> str:
+        f = self.fit
+        lines = [
+            f"trained {f.epochs} epoch(s) in {f.seconds:.1f} s; best epoch {f.best_epoch}"
+            + (" (early stopping)" if f.stopped_early else ""),
+            f"model bundle: {f.bundle_path}",
+            "",
+            f"{'validation':<16}{'NDCG@10':>10}{'HR@10':>10}",
+        ]
+        rows = {"bert4rec": self.model_val, **self.baselines}
+        for name, m in rows.items():
+            lines.append(
+                f"{name:<16}{m.get('ndcg@10', float('nan')):>10.4f}{m.get('hr@10', float('nan')):>10.4f}"
+            )
+        if self.run_id:
+            lines.append(f"\nMLflow run: {self.run_id}")
+        if self.model_uri:
+            lines.append(f"MLflow model: {self.model_uri}")
+        if self.registered_version:
+            lines.append(f"registered version: {self.registered_version}")
+        return "\n".join(lines)
+
+
+def validation_baselines(
+    dataset: PreparedDataset, data: TrainingData, batch_size: int = 1024
+) -> dict[str, dict[str, float]]:
+    """Most-popular and last-item transitions, fitted on the model's training events and scored on its
+    validation targets by the same code."""
+    scorers = fit_baselines(data.history, dataset.n_items)
+    return {
+        _SHORT_NAMES.get(name, name): evaluate_scorer(
+            scorer,
+            data.val_history,
+            data.val_targets,
+            ks=BASELINE_KS,
+            n_items=dataset.n_items,
+            item_counts=dataset.item_counts(),
+            batch_size=batch_size,
+        ).metrics
+        for name, scorer in scorers.items()
+    }
+
+
+def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitResult) -> dict[str, float]:
+    result = evaluate_scorer(
+        ModelScorer(fitted.module.model),
+        fitted.data.val_history,
+        fitted.data.val_targets,
+        ks=BASELINE_KS,
+        n_items=dataset.n_items,
+        item_counts=dataset.item_counts(),
+        batch_size=cfg.eval.batch_size,
+        max_len=cfg.model.max_len - 1,
+    )
+    return result.metrics
+
+
+def _log_results(tracker: Tracker, result: TrainResult) -> None:
+    for name, metrics in {"bert4rec": result.model_val, **result.baselines}.items():
+        tracker.log_metrics({f"val.{name}.{k}": v for k, v in metrics.items()})
+    tracker.log_metrics(
+        {
+            "best_epoch": result.fit.best_epoch,
+            "epochs": result.fit.epochs,
+            "train_seconds": result.fit.seconds,
+        }
+    )
+    log_learning_curve(tracker, result.fit.history)
+    tracker.log_dict({"history": result.fit.history}, "history.json")
+
+
+def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
+    """Prepare the data (reused when unchanged), train, validate against baselines, log to MLflow."""
+    with tracked_run(cfg, "train", dataset=dataset_name(cfg)) as tracker:
+        outcome = prepare(cfg.data)
+        dataset = PreparedDataset.load(outcome.path)
+        tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=cfg.data.source.path)
+        for name in ("report.json", "seq_length_hist.png"):
+            if (outcome.path / name).is_file():
+                tracker.log_artifact(outcome.path / name, "data")
+        logger = tracker.lightning_logger()
+        fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [])
+        result = TrainResult(
+            run_id=tracker.run_id,
+            prepared=outcome,
+            fit=fitted,
+            model_val=_model_validation(cfg, dataset, fitted),
+            baselines=validation_baselines(dataset, fitted.data),
+        )
+        _log_results(tracker, result)
+        if fitted.bundle_path is not None:
+            # The bundle travels inside the pyfunc model (artifact "model"), registered when configured.
+            info = log_pyfunc_model(
+                tracker, fitted.bundle_path, dataset, registered_model_name=cfg.tracking.registered_model
+            )
+            if info is not None:
+                result.model_uri = info.model_uri
+                version = getattr(info, "registered_model_version", None)
+                result.registered_version = str(version) if version is not None else None
+        return result

@@ -1,0 +1,92 @@
+"""The train job end to end with MLflow: params, per-epoch metrics, artifacts, registry, failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from recsys.cli import main
+from recsys.jobs import train
+from recsys.training.bundle import load_bundle
+from tests.training.helpers import planted_rule_log, tiny_config
+
+
+def _cfg(tmp: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    return tiny_config(
+        tmp,
+        planted_rule_log(tmp / "log.csv", n_users=60),
+        **{"tracking.enabled": True, "train.max_epochs": 3, "tracking.experiment": "t", **overrides},
+    )
+
+
+def test_train_run_is_a_complete_mlflow_record(local_store: Path) -> None:
+    cfg = _cfg(local_store, **{"tracking.registered_model": "planted"})
+    result = train.run(cfg)
+    client = MlflowClient(f"sqlite:///{local_store / 'mlruns.db'}")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["pipeline"] == "train" and "git.commit" in run.data.tags
+    assert run.data.params["model.hidden_size"] == "32"
+    for key in ("train_loss", "val_ndcg_at_10", "val_hr_at_10", "lr", "epoch_tokens_per_s"):
+        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
+        assert steps == [0, 1, 2], key
+    assert "val.most_popular.ndcg_at_10" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "learning_curve.png", "history.json", "data"} <= artifacts
+    versions = client.search_model_versions("name='planted'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert result.registered_version == "1"
+    assert load_bundle(result.fit.bundle_path).n_items == 40
+
+
+def test_crashing_training_is_marked_failed_and_stays_resumable(
+    local_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.training import module as module_mod
+
+    cfg = _cfg(local_store)
+    original = module_mod.BERT4RecModule.on_train_epoch_start
+
+    def explode(self: module_mod.BERT4RecModule) -> None:
+        if self.current_epoch == 2:
+            raise RuntimeError("disk on fire")
+        original(self)
+
+    monkeypatch.setattr(module_mod.BERT4RecModule, "on_train_epoch_start", explode)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train.run(cfg)
+    client = MlflowClient(f"sqlite:///{local_store / 'mlruns.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "t"]
+    (failed,) = client.search_runs([exp.experiment_id])
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error.message"] == "disk on fire"
+    assert (Path(cfg.train.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+    monkeypatch.setattr(module_mod.BERT4RecModule, "on_train_epoch_start", original)
+    resumed = train.run(cfg, resume=True)
+    assert resumed.fit.epochs == 3
+    assert client.get_run(resumed.run_id).info.status == "FINISHED"
+
+
+def test_unreachable_tracking_uri_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = planted_rule_log(tmp_path / "log.csv", n_users=20)
+    code = main(
+        [
+            "train",
+            "--set",
+            f"data.source.path={source}",
+            "--set",
+            f"data.output_dir={tmp_path / 'p'}",
+            "--set",
+            f"train.output_dir={tmp_path / 'run'}",
+            "--set",
+            "tracking.tracking_uri=http://127.0.0.1:9",
+        ]
+    )
+    assert code == 2
+    assert "http://127.0.0.1:9" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "p").exists()
