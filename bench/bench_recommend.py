@@ -53,8 +53,8 @@ def _ml1m_config(work: Path, data: Path, batch_size: int) -> Any:
         "data.cleaning.min_item_interactions": 5,
         "data.output_dir": str(work / "ml-1m"),
         "train.output_dir": str(work / "run"),
-        "train.accelerator": "cpu",
-        "train.progress_bar": False,
+        "runtime.accelerator": "cpu",
+        "runtime.progress_bar": False,
         "tracking.enabled": False,
         "inference.batch_size": batch_size,
         **ML1M_SHAPE,
@@ -154,8 +154,8 @@ def large_worker(args: argparse.Namespace) -> dict[str, Any]:
         None,
         [
             *(f"{k}={v}" for k, v in ML1M_SHAPE.items()),
-            "train.accelerator=cpu",
-            "train.progress_bar=false",
+            "runtime.accelerator=cpu",
+            "runtime.progress_bar=false",
             f"inference.batch_size={args.batch_size}",
         ],
     )

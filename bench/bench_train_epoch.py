@@ -45,9 +45,9 @@ def _config(tmp: Path, threads: int, precision: str, epochs: int):  # type: igno
         "loss.kind": "softmax",
         "train.batch_size": 128,
         "train.max_epochs": epochs,
-        "train.progress_bar": "false",
-        "train.threads": threads,
-        "train.precision": precision,
+        "runtime.progress_bar": "false",
+        "runtime.threads": threads,
+        "runtime.precision": precision,
         "train.output_dir": str(tmp / "run"),
         "tracking.enabled": "false",
     }

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ class _Result(Protocol):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean 'bad input', shown without a traceback."""
+    """Exceptions that mean 'bad input', shown without a traceback (evaluated only once one is raised)."""
     from recsys.config import ConfigError
     from recsys.data.errors import DataError
     from recsys.training.bundle import BundleError
@@ -43,40 +44,46 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    """The validated config (or, for ``tune``, the validated tune file): before any heavy import, so that
+    a typo in a key fails in a fraction of a second."""
+    if args.command == "tune":
+        from recsys.tuning.tune_file import load_tune_config
+
+        return load_tune_config(args.config, args.set)
     from recsys.config import load_config
 
     return load_config(args.config, args.set)
 
 
-def _cmd_prepare(args: argparse.Namespace) -> _Result:
+def _cmd_prepare(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import prepare
 
-    return prepare.run(_load(args))
+    return prepare.run(cfg)
 
 
-def _cmd_train(args: argparse.Namespace) -> _Result:
+def _cmd_train(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import train
 
-    return train.run(_load(args), resume=args.resume)
+    return train.run(cfg, resume=args.resume)
 
 
-def _cmd_demo(args: argparse.Namespace) -> _Result:
+def _cmd_demo(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import train
 
-    return train.run(_load(args), resume=False)
+    return train.run(cfg, resume=False)
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> _Result:
+def _cmd_evaluate(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import evaluate
 
-    return evaluate.run(_load(args), model=args.model, data=args.data, split=args.split, out=args.out)
+    return evaluate.run(cfg, model=args.model, data=args.data, split=args.split, out=args.out)
 
 
-def _cmd_recommend(args: argparse.Namespace) -> _Result:
+def _cmd_recommend(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import recommend
 
     return recommend.run(
-        _load(args),
+        cfg,
         model=args.model,
         users=args.users,
         k=args.k,
@@ -88,16 +95,35 @@ def _cmd_recommend(args: argparse.Namespace) -> _Result:
     )
 
 
-def _cmd_similar(args: argparse.Namespace) -> _Result:
+def _cmd_similar(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import similar_items
 
-    return similar_items.run(_load(args), model=args.model, k=args.k, out=args.out)
+    return similar_items.run(cfg, model=args.model, k=args.k, out=args.out)
 
 
-def _cmd_tune(args: argparse.Namespace) -> _Result:
+def _cmd_tune(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import tune
 
     return tune.run(args.config, overrides=args.set, n_trials=args.n_trials, timeout=args.timeout)
+
+
+@dataclass
+class ConfigShown:
+    """``recsys config show``: the resolved configuration (file + ``--set``, defaults filled in)."""
+
+    config: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.config.model_dump(mode="json"))
+
+    def summary(self) -> str:
+        from recsys.config import to_yaml
+
+        return str(to_yaml(self.config)).rstrip()
+
+
+def _cmd_config_show(args: argparse.Namespace, cfg: Any) -> _Result:
+    return ConfigShown(cfg)
 
 
 def _common(p: argparse.ArgumentParser, *, config_required: bool = False) -> None:
@@ -117,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recsys {recsys.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands: dict[str, tuple[str, Callable[[argparse.Namespace], _Result]]] = {
+    commands: dict[str, tuple[str, Callable[[argparse.Namespace, Any], _Result]]] = {
         "prepare": ("Read, clean, encode and split an interaction log; print the data report.", _cmd_prepare),
         "train": ("Train BERT4Rec (prepares the data first if needed) and write a model bundle.", _cmd_train),
         "demo": ("The bundled end-to-end demo: prepare + train + validation vs baseline.", _cmd_demo),
@@ -164,7 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "tune":
             p.add_argument("--n-trials", type=int, help="Number of trials (overrides the config).")
             p.add_argument("--timeout", type=float, help="Stop the study after this many seconds.")
+    config = sub.add_parser("config", help="Inspect configuration.", description="Inspect configuration.")
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show_help = "Print the resolved config as YAML (defaults filled in, --set applied)."
+    show = actions.add_parser("show", help=show_help, description=show_help)
+    _common(show)
+    show.set_defaults(handler=_cmd_config_show)
     return parser
+
+
+def _report(args: argparse.Namespace, exc: BaseException) -> int:
+    if args.debug:
+        raise exc
+    print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "mlflow", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from recsys.config import ConfigError
+
     try:
-        result = args.handler(args)
+        result = args.handler(args, _load(args))
+    # ConfigError first: naming the other error types imports torch and MLflow, seconds a typo need not wait.
+    except ConfigError as exc:
+        return _report(args, exc)
     except _user_errors() as exc:
-        if args.debug:
-            raise
-        print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _report(args, exc)
     if args.json:
         print(json.dumps(result.to_json(), default=str))
     else:

@@ -32,12 +32,15 @@ def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
 
 
 def test_overrides_parse_yaml_scalars() -> None:
-    cfg = load_config(None, ["train.lr=3e-4", "train.grad_clip=null", "eval.ks=[5, 10]", "loss.kind=gbce"])
-    assert cfg.train.lr == pytest.approx(3e-4)
-    assert cfg.train.grad_clip is None
+    cfg = load_config(
+        None,
+        ["train.optimizer.lr=3e-4", "train.optimizer.grad_clip=null", "eval.ks=[5, 10]", "loss.kind=gbce"],
+    )
+    assert cfg.train.optimizer.lr == pytest.approx(3e-4)
+    assert cfg.train.optimizer.grad_clip is None
     assert cfg.eval.ks == [5, 10]
     assert cfg.loss.kind == "gbce"
-    assert load_config(None, ["train.precision=32"]).train.precision == "32"
+    assert load_config(None, ["runtime.precision=32"]).runtime.precision == "32"
 
 
 def test_cross_field_validation() -> None:
@@ -68,3 +71,33 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 def test_readme_config_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert update_readme(readme) == readme, "run: .venv/bin/python -m recsys.config_docs README.md"
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("model.hiden_size=64", "did you mean model.hidden_size?"),  # a typo: the closest sibling
+        ("train.lr=0.01", "did you mean train.optimizer.lr?"),  # a moved setting: where it lives now
+        ("train.accelerator=cpu", "did you mean runtime.accelerator?"),
+        ("train.schedule.warmup=5", "did you mean train.schedule.warmup_steps?"),
+        ("trian.max_epochs=3", "did you mean train?"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_real_one(override: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert hint in str(err.value)
+
+
+def test_a_key_with_no_near_match_gets_no_guess() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.zzzzqqq=1"])
+    assert "model.zzzzqqq" in str(err.value) and "did you mean" not in str(err.value)
+
+
+def test_runtime_holds_the_hardware_and_train_does_not() -> None:
+    cfg = load_config(None, ["runtime.devices=2", "runtime.num_workers=1", "train.schedule.kind=cosine"])
+    assert (cfg.runtime.devices, cfg.runtime.num_workers, cfg.runtime.precision) == (2, 1, "auto")
+    assert cfg.train.schedule.kind == "cosine"
+    hardware = {"accelerator", "devices", "strategy", "num_nodes", "threads", "precision", "num_workers"}
+    assert not hardware & set(type(cfg.train).model_fields)

@@ -168,7 +168,7 @@ def _quiet_lightning() -> Iterator[None]:
 
 def predict(cfg: RecsysConfig, module: TopKModule, callback: PartsWriter) -> None:
     """Lightning's predict loop with the ``train`` section's accelerator, devices and strategy."""
-    t = cfg.train
+    t = cfg.runtime
     with _quiet_lightning():
         trainer = L.Trainer(
             accelerator=t.accelerator,
@@ -210,13 +210,13 @@ def write_recommendations(
 ) -> dict[str, Any]:
     """Score every history row and publish ``user_id, item_id, score, rank`` parquet parts at ``out``.
 
-    Runs Lightning's predict loop on ``cfg.train.devices`` processes (one by default); the output is
+    Runs Lightning's predict loop on ``cfg.runtime.devices`` processes (one by default); the output is
     written into a staging directory and published only when complete.
 
     Args:
         histories: users 0..n-1 (row numbers), chronological item indices.
         row_ids: original user id of every row; item_ids: the original item ids in index order.
-        cfg: ``inference.batch_size`` / ``rows_per_part``, ``train`` device settings and progress bar.
+        cfg: ``inference.batch_size`` / ``rows_per_part``, ``runtime`` device settings and progress bar.
         blocked: Bool[V] items never recommended (:func:`blocked_items`).
         manifest: extra manifest entries (kind, model, fingerprint, ...).
 

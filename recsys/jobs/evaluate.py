@@ -35,7 +35,6 @@ from recsys.data.sequences import Sequences
 from recsys.evaluation.baselines import EvalResult, Scorer, evaluate_scorer, fit_baselines
 from recsys.evaluation.breakdown import breakdowns, save_breakdown
 from recsys.evaluation.popularity import plot_popularity, recommendation_popularity
-from recsys.inference.device import apply_threads, resolve_device
 from recsys.inference.recommend import select_rows
 from recsys.inference.scoring import ModelScorer
 from recsys.tracking.loading import load_model
@@ -44,6 +43,7 @@ from recsys.tracking.run import tracked_run
 from recsys.tracking.tracker import Tracker
 from recsys.training.bundle import check_compatible
 from recsys.training.datamodule import training_data
+from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["MODEL_NAME", "EvaluateResult", "run"]
 
@@ -211,7 +211,7 @@ def run(
 
     Args:
         cfg: configuration; ``eval`` sets ks, seen-item exclusion, sampled metrics, batch size and the
-            breakdown buckets; ``train.accelerator`` the device; ``train.seed`` the negative sampling.
+            breakdown buckets; ``runtime`` the device and threads; ``train.seed`` the negative sampling.
         model: the bundle.
         data: the prepared dataset directory the model is evaluated on.
         split: ``test`` (history = train + validation events) or ``validation`` (history = train events).
@@ -226,9 +226,9 @@ def run(
         match = check_compatible(bundle, dataset)
         tracker.set_tags({"model": str(model), "split": split, "fingerprint_match": str(match).lower()})
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=dataset.path, context=split)
-        apply_threads(cfg)
+        apply_threads(cfg.runtime)
 
-        device = resolve_device(cfg)
+        device = resolve_device(cfg.runtime)
         n_items = dataset.n_items
         counts = dataset.item_counts()
         # The events the model trained on, by its own training config: the baselines are fitted on

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import RecsysConfig
-from recsys.inference.device import apply_threads
 from recsys.inference.predict import write_recommendations
 from recsys.inference.recommend import blocked_items
 from recsys.inference.requests import check_k, gather_inputs, item_list
@@ -25,6 +24,7 @@ from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
 from recsys.training.bundle import bundle_sha256
+from recsys.training.runtime import apply_threads
 
 __all__ = ["RecommendResult", "run"]
 
@@ -106,7 +106,7 @@ def run(
 
     Args:
         cfg: configuration (``inference``: k, batch_size, exclude_seen, rows_per_part; ``data``:
-            the prepared dataset and ``unknown_ids``; ``train``: accelerator, devices, strategy).
+            the prepared dataset and ``unknown_ids``; ``runtime``: accelerator, devices, strategy, threads).
         model: bundle directory or ``models:/name/version``.
         users: ``"all"`` (every dataset user, plus every --histories user) or a file of user ids.
         k: items per user (default ``cfg.inference.k``).
@@ -128,7 +128,7 @@ def run(
     deny_idx, unknown_deny = item_list(bundle, Path(deny) if deny else None, policy)
     blocked = blocked_items(bundle.n_items, allow=allow_idx, deny=deny_idx)
     exclude_seen = cfg.inference.exclude_seen and not include_seen
-    apply_threads(cfg)
+    apply_threads(cfg.runtime)
 
     manifest = {
         "kind": "recommendations",

@@ -12,7 +12,6 @@ from typing import Any
 import polars as pl
 
 from recsys.config import RecsysConfig
-from recsys.inference.device import apply_threads, resolve_device
 from recsys.inference.parts import RANK, SCORE, SIMILAR_ITEM_ID, IdTable, PartBuffer
 from recsys.inference.recommend import ITEM_ID, TopK
 from recsys.inference.requests import check_k
@@ -30,6 +29,7 @@ from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
 from recsys.training.bundle import bundle_sha256
+from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["SimilarItemsResult", "run"]
 
@@ -76,7 +76,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     out = Path(out)
     check_target(out)
     bundle = load_model(model, cfg.tracking)
-    apply_threads(cfg)
+    apply_threads(cfg.runtime)
     per_part = max(1, cfg.inference.rows_per_part // k)
     item_ids = bundle.items.ids
     # Query rows are item indices 1..n_items; index 0 of row_ids is a placeholder so that gather works.
@@ -98,7 +98,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
         try:
             buffer = PartBuffer(PartWriter(staging), per_part, to_table)
             blocks: Iterable[TopK] = similar_items(
-                bundle.model, k, batch_size=cfg.inference.batch_size, device=resolve_device(cfg)
+                bundle.model, k, batch_size=cfg.inference.batch_size, device=resolve_device(cfg.runtime)
             )
             for top in blocks:
                 buffer.add(top)

@@ -51,8 +51,8 @@ class TrainResult:
     def summary(self) -> str:
         f = self.fit
         lines = [
-            f"trained {f.epochs} epoch(s) in {f.seconds:.1f} s; best epoch {f.best_epoch}"
-            + (" (early stopping)" if f.stopped_early else ""),
+            f"trained {f.epochs} epoch(s) in {f.seconds:.1f} s at precision {f.precision}; "
+            f"best epoch {f.best_epoch}" + (" (early stopping)" if f.stopped_early else ""),
             f"model bundle: {f.bundle_path}",
             "",
             f"{'validation':<16}{'NDCG@10':>10}{'HR@10':>10}",
@@ -130,6 +130,8 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
                 tracker.log_artifact(outcome.path / name, "data")
         logger = tracker.lightning_logger()
         fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [])
+        # runtime.precision is logged as configured (auto); this is what it resolved to on this machine.
+        tracker.log_params({"precision": fitted.precision})
         result = TrainResult(
             run_id=tracker.run_id,
             prepared=outcome,

@@ -286,8 +286,11 @@ class SequenceDataModule(L.LightningDataModule):
         masking: MaskingConfig,
         train: TrainConfig,
         evaluation: EvalConfig,
+        *,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
+        self.num_workers = num_workers
         self.dataset = dataset
         self.model_cfg = model
         self.masking = masking
@@ -347,7 +350,7 @@ class SequenceDataModule(L.LightningDataModule):
             _WindowDataset(self.data.history.items, starts, ends),
             batch_sampler=self._sampler,
             collate_fn=_pad_collate,
-            num_workers=self.train_cfg.num_workers,
+            num_workers=self.num_workers,
             persistent_workers=False,
         )
 

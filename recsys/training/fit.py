@@ -30,6 +30,8 @@ from recsys.data.prepared import PreparedDataset, dataset_fingerprint
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.module import BERT4RecModule, metric_key
+from recsys.training.precision import resolve_precision
+from recsys.training.runtime import apply_threads, world_size
 
 log = logging.getLogger("recsys.train")
 
@@ -53,6 +55,7 @@ class FitResult:
     module: BERT4RecModule = field(repr=False)
     data: TrainingData = field(repr=False)  # the events trained on and the validation targets
     stopped_early: bool = False
+    precision: str = "32"  # the resolved Lightning precision ("32", "bf16-mixed", ...)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,7 @@ class FitResult:
             "epochs": self.epochs,
             "seconds": round(self.seconds, 2),
             "stopped_early": self.stopped_early,
+            "precision": self.precision,
         }
 
 
@@ -149,14 +153,16 @@ def fit(
     With ``resume=True`` training continues from ``<output_dir>/checkpoints/last.ckpt`` (if present);
     because batches, masks and dropout are seeded per epoch, the result equals an uninterrupted run.
     """
-    tcfg = cfg.train
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
+    tcfg, runtime = cfg.train, cfg.runtime
+    apply_threads(runtime)
+    precision = resolve_precision(runtime)
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     out = Path(tcfg.output_dir)
     ckpt_dir = out / "checkpoints"
-    datamodule = SequenceDataModule(dataset, cfg.model, cfg.masking, tcfg, cfg.eval)
-    world = _world_size(tcfg)
+    datamodule = SequenceDataModule(
+        dataset, cfg.model, cfg.masking, tcfg, cfg.eval, num_workers=runtime.num_workers
+    )
+    world = world_size(runtime)
     steps_per_epoch = datamodule.train_batches_per_epoch(world)
     module = BERT4RecModule(
         dataset.n_items, cfg, dataset.item_counts(), total_steps=max(1, steps_per_epoch * tcfg.max_epochs)
@@ -193,23 +199,23 @@ def fit(
         # checkpoint's state_dict holds them (the raw weights ride along for --resume), and training ends
         # with them in the module, so the bundle ships them.
         all_callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
-    if tcfg.progress_bar:
+    if runtime.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 50)))
     trainer = L.Trainer(
         max_epochs=tcfg.max_epochs,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
-        accelerator=tcfg.accelerator,
-        devices=tcfg.devices,
-        strategy=tcfg.strategy,
-        num_nodes=tcfg.num_nodes,
-        precision=tcfg.precision,
-        gradient_clip_val=tcfg.grad_clip,
+        accelerator=runtime.accelerator,
+        devices=runtime.devices,
+        strategy=runtime.strategy,
+        num_nodes=runtime.num_nodes,
+        precision=precision,  # type: ignore[arg-type]  # a Lightning precision string
+        gradient_clip_val=tcfg.optimizer.grad_clip,
         check_val_every_n_epoch=tcfg.val_every_n_epochs,
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
         callbacks=all_callbacks,
         logger=list(loggers) if loggers else False,
-        enable_progress_bar=tcfg.progress_bar,
+        enable_progress_bar=runtime.progress_bar,
         enable_model_summary=False,
         use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
         deterministic=False,
@@ -254,10 +260,5 @@ def fit(
         module=module,
         data=datamodule.data,
         stopped_early=stopped,
+        precision=precision,
     )
-
-
-def _world_size(tcfg: Any) -> int:
-    devices = tcfg.devices
-    n = devices if isinstance(devices, int) and devices > 0 else 1
-    return n * tcfg.num_nodes if tcfg.strategy not in ("auto", "single_device") or n > 1 else 1

@@ -169,18 +169,18 @@ class BERT4RecModule(L.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        tcfg = self.cfg.train
+        opt, sched = self.cfg.train.optimizer, self.cfg.train.schedule
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if tcfg.decay_exclude and _no_decay(name, param) else decay).append(param)
-        groups = [{"params": decay, "weight_decay": tcfg.weight_decay}]
+            (no_decay if opt.decay_exclude and _no_decay(name, param) else decay).append(param)
+        groups = [{"params": decay, "weight_decay": opt.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
-        optimizer = torch.optim.AdamW(groups, lr=tcfg.lr, betas=tcfg.betas)
+        optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(tcfg.schedule, tcfg.warmup_steps, self.total_steps, tcfg.min_lr_ratio)
+            optimizer, lr_lambda(sched.kind, sched.warmup_steps, self.total_steps, sched.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

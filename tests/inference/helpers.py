@@ -36,7 +36,7 @@ class Setup:
             "--set",
             "tracking.enabled=false",
             "--set",
-            "train.progress_bar=false",
+            "runtime.progress_bar=false",
         ]
 
 

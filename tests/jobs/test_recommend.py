@@ -311,7 +311,7 @@ def test_ddp_two_processes_write_the_same_rows_as_one(setup: Setup, tmp_path: Pa
     single = recommend.run(base, model=setup.bundle, k=K, out=tmp_path / "one")
     ddp = override(
         base,
-        {"train.strategy": "ddp_spawn", "train.devices": 2, "train.accelerator": "cpu"},
+        {"runtime.strategy": "ddp_spawn", "runtime.devices": 2, "runtime.accelerator": "cpu"},
     )
     double = recommend.run(ddp, model=setup.bundle, k=K, out=tmp_path / "two")
     manifest = read_manifest(double.out)

@@ -43,11 +43,12 @@ def tiny_config(tmp: Path, source: Path, **overrides: object) -> RecsysConfig:
         "masking.last_item_prob": 0.3,
         "train.batch_size": 32,
         "train.max_epochs": 25,
-        "train.lr": 0.01,
+        "train.optimizer.lr": 0.01,
         "train.patience": 30,
-        "train.progress_bar": False,
+        "runtime.progress_bar": False,
         "train.output_dir": str(tmp / "run"),
-        "train.threads": 1,
+        "runtime.threads": 1,
+        "runtime.precision": "32",  # the same numbers on every CPU (auto would pick bf16 on some)
         "tracking.enabled": False,
     }
     sets.update({k: v for k, v in overrides.items()})

@@ -72,9 +72,9 @@ def test_ddp_two_cpu_processes_trains_a_model(tmp_path: Path) -> None:
     overrides = {
         **OVERRIDES,
         "train.max_epochs": 3,
-        "train.strategy": "ddp_spawn",
-        "train.devices": 2,
-        "train.accelerator": "cpu",
+        "runtime.strategy": "ddp_spawn",
+        "runtime.devices": 2,
+        "runtime.accelerator": "cpu",
     }
     result = _result(_run(tmp_path / "ddp", source, "plain", overrides))
     assert result["epochs"] == 3

@@ -32,7 +32,7 @@ from tests.training.helpers import planted_rule_log, tiny_config
 ROOT = Path(__file__).resolve().parents[2]
 
 SPACE: dict[str, Any] = {
-    "train.lr": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True},
+    "train.optimizer.lr": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True},
     "model.hidden_size": {"type": "int", "low": 16, "high": 48, "step": 16},
     "model.n_heads": [1, 2],
     "loss.kind": ["softmax", "gbce"],
@@ -108,15 +108,23 @@ def study_of(path: Path) -> optuna.Study:
         ({"train.batch_size": {"type": "float", "low": 8, "high": 64}}, {}, "whole numbers; use type: int"),
         ({"model.dropout": {"type": "float", "low": 0.1, "high": 1.5}}, {}, "value 1.5 is not valid"),
         (
-            {"train.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
+            {"train.optimizer.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
             {},
             "log: true needs low > 0",
         ),
-        ({"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}, {}, "space.train.lr"),
+        (
+            {"train.optimizer.lr": {"type": "uniform", "low": 0.1, "high": 0.2}},
+            {},
+            "space.train.optimizer.lr",
+        ),
         ({"train.max_epochs": [1, 2]}, {}, "study.max_epochs_per_trial to null"),
-        ({"train.lr": [0.1]}, {"n_trial": 3}, "study.n_trial: Extra inputs are not permitted"),
-        ({"train.lr": [0.1]}, {"pruner": "sometimes"}, "study.pruner"),
-        ({"train.lr": [0.1]}, {"enqueue": [{"train.wd": 0.1}]}, "study.enqueue[0]: train.wd not in space"),
+        ({"train.optimizer.lr": [0.1]}, {"n_trial": 3}, "study.n_trial: Extra inputs are not permitted"),
+        ({"train.optimizer.lr": [0.1]}, {"pruner": "sometimes"}, "study.pruner"),
+        (
+            {"train.optimizer.lr": [0.1]},
+            {"enqueue": [{"train.wd": 0.1}]},
+            "study.enqueue[0]: train.wd not in space",
+        ),
     ],
 )
 def test_bad_tune_files_fail_before_any_trial_naming_the_key(
@@ -131,9 +139,11 @@ def test_bad_tune_files_fail_before_any_trial_naming_the_key(
 
 def test_overrides_split_between_tune_file_and_base(tmp_path: Path, base_yaml: Path) -> None:
     path = write_tune(tmp_path, base_yaml)
-    cfg, base = load_tune_config(path, ["study.n_trials=7", "space.train.lr.high=0.05", "train.batch_size=8"])
+    cfg, base = load_tune_config(
+        path, ["study.n_trials=7", "space.train.optimizer.lr.high=0.05", "train.batch_size=8"]
+    )
     assert cfg.study.n_trials == 7
-    assert cfg.space["train.lr"] == FloatParam(type="float", low=1e-4, high=0.05, log=True)
+    assert cfg.space["train.optimizer.lr"] == FloatParam(type="float", low=1e-4, high=0.05, log=True)
     assert base.train.batch_size == 8
     assert str(base.train.output_dir) == str(tmp_path / "runs")
     with pytest.raises(ConfigError, match=r"train\.batch_size"):
@@ -150,9 +160,9 @@ def test_suggest_config_types_ranges_log_and_conditional_keys(tmp_path: Path, ba
         trial_cfg = suggest_config(trial, cfg, base)
         assert isinstance(trial_cfg.model.hidden_size, int) and trial_cfg.model.hidden_size in (16, 32, 48)
         assert trial_cfg.model.n_heads in (1, 2)
-        assert 1e-4 <= trial_cfg.train.lr <= 3e-2
-        lrs.append(trial_cfg.train.lr)
-        assert trial.distributions["train.lr"] == FloatDistribution(1e-4, 3e-2, log=True)
+        assert 1e-4 <= trial_cfg.train.optimizer.lr <= 3e-2
+        lrs.append(trial_cfg.train.optimizer.lr)
+        assert trial.distributions["train.optimizer.lr"] == FloatDistribution(1e-4, 3e-2, log=True)
         assert trial.distributions["model.hidden_size"] == IntDistribution(16, 48, step=16)
         assert trial.distributions["loss.kind"] == CategoricalDistribution(["softmax", "gbce"])
         # Conditional: only a loss that has negatives gets (and keeps) n_negatives.
@@ -224,11 +234,13 @@ def test_tracked_study_survives_a_crashing_trial(
     assert all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in children.values())
     curve = client.get_metric_history(children["2"].info.run_id, "val_ndcg_at_10")
     assert [m.step for m in curve] == [0, 1]
-    assert children["2"].data.params["suggested.train.lr"] == json.dumps(trials[2].params["train.lr"])
+    assert children["2"].data.params["suggested.train.optimizer.lr"] == json.dumps(
+        trials[2].params["train.optimizer.lr"]
+    )
 
     assert result.best_config_path == local_store / "runs" / "best.yaml"
     best = load_config(result.best_config_path)
-    assert best.train.lr == pytest.approx(result.best_params["train.lr"])
+    assert best.train.optimizer.lr == pytest.approx(result.best_params["train.optimizer.lr"])
     assert str(best.train.output_dir) == str(local_store / "runs")
     assert {p.name for p in result.plots} >= {
         "optimization_history.png",
@@ -242,7 +254,9 @@ def test_tracked_study_survives_a_crashing_trial(
 def test_interrupted_study_resumes_with_the_remaining_trials(
     local_store: Path, base_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_tune(local_store, base_yaml, tracking=True, space={"train.lr": SPACE["train.lr"]})
+    path = write_tune(
+        local_store, base_yaml, tracking=True, space={"train.optimizer.lr": SPACE["train.optimizer.lr"]}
+    )
 
     def interrupt_trial_2(number: int) -> None:
         if number == 2:
@@ -276,11 +290,15 @@ def test_pruner_stops_a_clearly_worse_trial_and_nan_is_pruned(
     path = write_tune(
         tmp_path,
         base_yaml,
-        space={"train.lr": SPACE["train.lr"]},
+        space={"train.optimizer.lr": SPACE["train.optimizer.lr"]},
         n_trials=3,
         max_epochs_per_trial=4,
         baseline_trial=False,
-        enqueue=[{"train.lr": 0.03}, {"train.lr": 1.0e-4}, {"train.lr": 0.03}],  # 2 = 0 but diverges
+        enqueue=[
+            {"train.optimizer.lr": 0.03},
+            {"train.optimizer.lr": 1.0e-4},
+            {"train.optimizer.lr": 0.03},
+        ],  # 2 = 0 but diverges
         pruner={"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
     )
     real = objective.fit
@@ -316,7 +334,7 @@ def test_two_workers_share_one_study(local_store: Path, base_yaml: Path) -> None
         tracking=True,
         n_trials=6,
         max_epochs_per_trial=1,
-        space={"train.lr": SPACE["train.lr"]},
+        space={"train.optimizer.lr": SPACE["train.optimizer.lr"]},
     )
     load_tune_config(path)  # fail here, not in two subprocesses, if the file is wrong
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,17 +1,11 @@
-"""Typed configuration, grouped by concern.
-
-Every section is a pydantic model with ``extra="forbid"`` so that a misspelt key fails on load with its
-dotted path, and every field carries a one-line description that doubles as documentation
-(``recsys config-help`` prints them). YAML files under ``configs/`` mirror these classes one to one.
-"""
+"""The config sections: one pydantic class per concern, every field with a one-line description."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CleaningConfig",
@@ -25,16 +19,16 @@ __all__ = [
     "LossConfig",
     "MaskingConfig",
     "ModelConfig",
+    "OptimizerConfig",
+    "Precision",
     "RecsysConfig",
+    "RuntimeConfig",
     "SampledSoftmaxLoss",
+    "ScheduleConfig",
     "SourceConfig",
     "SplitConfig",
     "TrackingConfig",
     "TrainConfig",
-    "apply_overrides",
-    "flatten",
-    "load_config",
-    "to_yaml",
 ]
 
 
@@ -192,20 +186,28 @@ class GBCELoss(_Section):
 LossConfig = Annotated[FullSoftmaxLoss | SampledSoftmaxLoss | GBCELoss, Field(discriminator="kind")]
 
 
-class TrainConfig(_Section):
-    seed: int = Field(42, description="Seed for masking, initialisation, shuffling and sampling.")
-    batch_size: int = Field(128, ge=1, description="Sequences per batch.")
-    max_epochs: int = Field(50, ge=1, description="Upper bound on epochs.")
+class OptimizerConfig(_Section):
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    schedule: Literal["constant", "linear", "cosine"] = Field(
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
+
+
+class ScheduleConfig(_Section):
+    kind: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="Learning-rate decay after warm-up."
     )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
-    grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
+
+
+class TrainConfig(_Section):
+    seed: int = Field(42, description="Seed for masking, initialisation, shuffling and sampling.")
+    batch_size: int = Field(128, ge=1, description="Sequences per batch.")
+    max_epochs: int = Field(50, ge=1, description="Upper bound on epochs.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW settings.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
     ema_decay: float | None = Field(
         None,
         gt=0.0,
@@ -213,7 +215,6 @@ class TrainConfig(_Section):
         description="Validate, checkpoint and ship an exponential moving average of the weights (per step).",
     )
     bucket_by_length: bool = Field(True, description="Batch sequences of similar length together.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     patience: int = Field(10, ge=1, description="Early stopping: epochs without val NDCG@10 gain.")
     val_every_n_epochs: int = Field(1, ge=1, description="Validate every this many epochs.")
     val_users: int | None = Field(None, ge=1, description="Validate on a fixed seeded sample of users.")
@@ -225,16 +226,7 @@ class TrainConfig(_Section):
             "user's most recent event."
         ),
     )
-    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = Field(
-        "32", description="Lightning precision."
-    )
-    accelerator: str = Field("auto", description="Lightning accelerator (cpu, gpu, auto).")
-    devices: int | str = Field(1, description="Lightning devices.")
-    strategy: str = Field("auto", description="Lightning strategy (auto, ddp, ddp_spawn, ...).")
-    num_nodes: int = Field(1, ge=1, description="Lightning nodes.")
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads; null leaves the default.")
     output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
-    progress_bar: bool = Field(True, description="Show a progress bar.")
     max_time_minutes: float | None = Field(None, gt=0, description="Stop training after this long.")
 
     @model_validator(mode="after")
@@ -243,10 +235,33 @@ class TrainConfig(_Section):
             raise ValueError("validation_holdout 'sampled' needs val_users (the size of the held-out sample)")
         return self
 
+
+Precision = Literal["auto", "32", "32-true", "bf16-mixed", "16-mixed"]
+
+
+class RuntimeConfig(_Section):
+    """Hardware and process settings, shared by training, evaluation and inference."""
+
+    accelerator: str = Field("auto", description="Lightning accelerator (cpu, gpu, auto).")
+    devices: int | str = Field(1, description="Lightning devices.")
+    strategy: str = Field("auto", description="Lightning strategy (auto, ddp, ddp_spawn, ...).")
+    num_nodes: int = Field(1, ge=1, description="Lightning nodes.")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; null leaves the default.")
+    precision: Precision = Field(
+        "auto",
+        description=(
+            "Training precision. auto: bf16-mixed where the device runs bf16 natively (a CUDA GPU with "
+            "bf16; a CPU with AVX512_BF16 or AMX), else 32. Explicit bf16-mixed on a CPU without native "
+            "bf16 warns: its matmuls are emulated, ~100x slower."
+        ),
+    )
+    num_workers: int = Field(0, ge=0, description="Training DataLoader worker processes.")
+    progress_bar: bool = Field(True, description="Show progress bars (training epochs, batch scoring).")
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
-        # `precision: 32` in YAML (or --set train.precision=32) arrives as an int.
+        # `precision: 32` in YAML (or --set runtime.precision=32) arrives as an int.
         return str(value) if isinstance(value, int) else value
 
 
@@ -291,91 +306,7 @@ class RecsysConfig(_Section):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     loss: LossConfig = Field(default_factory=FullSoftmaxLoss)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-
-
-# ------------------------------------------------------------------------------------------ loading
-def _parse_scalar(text: str) -> Any:
-    """Parse an override value as YAML so that ``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]`` work."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides to a nested dict (a new dict is returned)."""
-    import copy
-
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected dotted.key=value")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = {}
-                node[part] = child
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = _parse_scalar(value)
-    return out
-
-
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration ({origin}):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {loc}: {e['msg']}")
-    return "\n".join(lines)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecsysConfig:
-    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    origin = "defaults"
-    if path is not None:
-        p = Path(path)
-        origin = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
-        raw = loaded or {}
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        origin += " + --set overrides"
-    try:
-        return RecsysConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, origin)) from None
-
-
-def flatten(cfg: BaseModel, sep: str = ".") -> dict[str, Any]:
-    """Flat dotted view of a config (for ``mlflow.log_params`` and manifests)."""
-
-    def walk(prefix: str, value: Any, out: dict[str, Any]) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}{sep}{k}" if prefix else str(k), v, out)
-        else:
-            out[prefix] = value
-
-    flat: dict[str, Any] = {}
-    walk("", cfg.model_dump(mode="json"), flat)
-    return flat
-
-
-def to_yaml(cfg: BaseModel) -> str:
-    """The resolved config as YAML (round-trips through ``load_config``)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
