@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -64,21 +65,44 @@ def test_ml100k_inter_with_timestamps(shared_data: Path) -> None:
     assert order.equals(order.sort([USER, TIMESTAMP, ROW]))
 
 
+def _k_core(rows: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
+    """The iterative k-core in plain Python, as an independent check of the pipeline's."""
+    while True:
+        users = Counter(u for u, _ in rows)
+        items = Counter(i for _, i in rows)
+        kept = [(u, i) for u, i in rows if users[u] >= k and items[i] >= k]
+        if len(kept) == len(rows):
+            return kept
+        rows = kept
+
+
 def test_ml_latest_small_ratings_csv(shared_data: Path) -> None:
     path = shared_data / "ml-latest-small" / "ratings.csv"
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))[1:]
-    # Counted independently of polars: the shared copy has one extra row beyond the README's 100,836
-    # (`999,999999,5.0,1493846415`, no trailing newline), so 611 users and 9,725 items.
-    assert (len(rows), len({r[0] for r in rows}), len({r[1] for r in rows})) == (100_837, 611, 9_725)
+    # Counted independently of polars: the official figures of the dataset's README.
+    assert (len(rows), len({r[0] for r in rows}), len({r[1] for r in rows})) == (100_836, 610, 9_724)
     built = build(data_config(path, cleaning={"min_user_interactions": 5, "min_item_interactions": 5}))
     assert built.source.format == "movielens_csv"
-    assert (built.input_rows, built.input_users, built.input_items) == (100_837, 611, 9_725)
-    assert 999 not in built.users.ids.to_list()  # one rating only: removed by the 5-core
+    assert (built.input_rows, built.input_users, built.input_items) == (100_836, 610, 9_724)
+    core = _k_core([(r[0], r[1]) for r in rows], 5)
+    assert (built.interactions.height, len(built.users), len(built.items)) == (
+        len(core),
+        len({u for u, _ in core}),
+        len({i for _, i in core}),
+    )
     frame = built.interactions
     assert frame.select(USER, TIMESTAMP, ROW).equals(
         frame.select(USER, TIMESTAMP, ROW).sort([USER, TIMESTAMP, ROW])
     )
+
+
+def test_bundled_sample_is_the_clean_official_file(shared_data: Path, project_root: Path) -> None:
+    """The shipped copy is byte for byte the shared one (no stray trailing row, newline-terminated)."""
+    for name in ("ratings.csv", "movies.csv", "README.txt"):
+        bundled = (project_root / "data" / "ml-latest-small" / name).read_bytes()
+        assert bundled == (shared_data / "ml-latest-small" / name).read_bytes(), name
+        assert bundled.endswith(b"\n"), name
 
 
 def test_raw_movielens_dat(shared_data: Path) -> None:
