@@ -17,6 +17,7 @@ __all__ = [
     "EncodingError",
     "InvalidValueError",
     "MissingColumnError",
+    "NotAFileError",
     "PreparedDatasetError",
     "RaggedRowError",
     "SourceFormatError",
@@ -71,6 +72,10 @@ class DataError(ValueError):
 
 class SourceNotFoundError(DataError):
     """The input file does not exist."""
+
+
+class NotAFileError(DataError):
+    """The input path exists but is not a regular file (a directory, a device, a socket)."""
 
 
 class EmptySourceError(DataError):

@@ -30,17 +30,20 @@ Every text format may be gzip-compressed (detected from the magic bytes). Polars
 file in another declared encoding is transcoded in memory unless it is pure ASCII.
 
 Timestamps are numbers: integer columns become Int64, float columns Int64 when every value is whole (e.g.
-RecBole's ``timestamp:float``) and Float64 otherwise, datetimes unix seconds. A non-numeric value is an
+RecBole's ``timestamp:float``) and Float64 otherwise, datetimes and ISO-8601 text (``2020-01-02T03:04:05Z``,
+see :mod:`.timestamps`) UTC unix seconds. A value that is neither a number nor a date/time is an
 :class:`~recsys.data.errors.InvalidValueError` naming the line; null and negative timestamps are rejected by
 :func:`recsys.data.clean.validate`. Blank lines are skipped (they still count as lines in messages).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from recsys.config import SourceConfig
-from recsys.data.errors import EmptySourceError, SourceFormatError, SourceNotFoundError
+from recsys.data.errors import EmptySourceError, NotAFileError, SourceFormatError, SourceNotFoundError
 from recsys.data.normalise import drop_blank_rows, normalise_ids, numeric_rating, numeric_timestamps
 from recsys.data.scan import Scan, canonical, check_columns, first_line, mapping, source_info
 from recsys.data.sniff import ResolvedFormat, Sample, read_sample, sniff_format
@@ -64,15 +67,32 @@ def _scan_parquet(source: SourceConfig, sample: Sample) -> Scan:
     return Scan(lazy=canonical(lazy, info), info=info)
 
 
+def _check_is_file(path: Path) -> None:
+    """A missing path, a directory and a special file are three different mistakes: say which."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        listing = f" (it holds {', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})" if inside else ""
+        raise NotAFileError(
+            f"is a directory, expected a file{listing}",
+            path=path,
+            expected="the path of an interaction log file inside it",
+        )
+    if path.exists():
+        raise NotAFileError("is not a regular file", path=path, expected="an interaction log file")
+    raise SourceNotFoundError("file not found", path=path, expected="an existing interaction log")
+
+
 def scan_interactions(source: SourceConfig) -> Scan:
     """Resolve the format and options of ``source`` and return a lazy canonical frame over it.
 
     Cheap: reads a 64 KiB sample and the schema only. Raises a :class:`~recsys.data.errors.DataError`
-    subclass for a missing or empty file, an unknown format, missing columns or a wrong delimiter.
+    subclass for a missing or empty file, a directory, a gzip stream broken within the sample, an unknown
+    format, missing columns or a wrong delimiter.
     """
     path = source.path
-    if not path.is_file():
-        raise SourceNotFoundError("file not found", path=path, expected="an existing interaction log")
+    _check_is_file(path)
     sample = read_sample(path)
     if sample.empty:
         raise EmptySourceError("file is empty", path=path, expected="a header and/or data rows")

@@ -6,11 +6,12 @@ it never fails on bytes that are invalid in the declared encoding; that check be
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from recsys.data.compression import read_gzip
 
 __all__ = [
     "GZIP_MAGIC",
@@ -52,13 +53,16 @@ class Sample:
 
 
 def read_sample(path: Path) -> Sample:
-    """Read the first 64 KiB of ``path`` (decompressed when gzip) into a :class:`Sample`."""
+    """Read the first 64 KiB of ``path`` (decompressed when gzip) into a :class:`Sample`.
+
+    Raises:
+        SourceFormatError: a gzip stream that ends or breaks within those 64 KiB.
+    """
     with path.open("rb") as handle:
         head = handle.read(_SAMPLE_BYTES)
     compressed = head.startswith(GZIP_MAGIC)
     if compressed:
-        with gzip.open(path, "rb") as gz:
-            head = gz.read(_SAMPLE_BYTES)
+        head = read_gzip(path, _SAMPLE_BYTES)
     is_parquet = not compressed and head.startswith(PARQUET_MAGIC)
     text = "" if is_parquet else head.decode("latin-1")
     # The last sampled line may be cut in the middle; keep it only when the sample is the whole file.

@@ -8,7 +8,6 @@ widens a column's type when schema inference guessed from too few rows, and hand
 from __future__ import annotations
 
 import codecs
-import gzip
 import re
 from pathlib import Path
 
@@ -16,14 +15,16 @@ import polars as pl
 
 from recsys.config import SourceConfig
 from recsys.data.columns import EVENT, ITEM, RATING, TIMESTAMP, USER
+from recsys.data.compression import check_gzip, read_gzip
 from recsys.data.diagnose import diagnose_text_error
-from recsys.data.errors import DelimiterError, EncodingError, SourceFormatError
-from recsys.data.scan import Scan, TextPlan, canonical, check_columns, mapping, source_info
+from recsys.data.errors import DataError, DelimiterError, EncodingError, SourceFormatError
+from recsys.data.scan import Scan, TextPlan, canonical, check_columns, first_line, mapping, source_info
 from recsys.data.sniff import ResolvedFormat, Sample, sniff_delimiter, sniff_header, split_fields
+from recsys.data.source import SourceInfo
 
 __all__ = ["collect_text", "resolve_encoding", "scan_text", "transcode"]
 
-# Polars names the column it could not parse; we retry ids as strings and integer timestamps as floats.
+# Polars names the column it could not parse; we retry ids and timestamps as strings.
 _PARSE_ERROR = re.compile(r"could not parse `.*?` as dtype `.*?` at column '(.+?)'")
 _MOVIELENS_DAT_NAMES = ["UserID", "MovieID", "Rating", "Timestamp"]
 
@@ -43,9 +44,7 @@ def transcode(path: Path, compressed: bool, encoding: str) -> Path | bytes:
     """What to hand polars: the path when the bytes are already UTF-8, else UTF-8 bytes in memory."""
     if encoding == "utf-8":
         return path
-    data = path.read_bytes()
-    if compressed:
-        data = gzip.decompress(data)
+    data = read_gzip(path) if compressed else path.read_bytes()
     # Pure ASCII reads the same in every ASCII-compatible encoding: skip the decode/encode round trip.
     if data.isascii():
         return data if compressed else path
@@ -124,6 +123,23 @@ def _headerless_names(
     return names, names
 
 
+def _read_failure(
+    exc: Exception,
+    info: SourceInfo,
+    source: Path | bytes,
+    names: list[str],
+    strings: pl.LazyFrame | None = None,
+) -> DataError:
+    """The located error for a failed polars read: a broken gzip stream first, else the bad content."""
+    if info.compressed and isinstance(source, Path):
+        broken = check_gzip(source)
+        if broken is not None:
+            return broken
+    if not isinstance(exc, pl.exceptions.PolarsError):  # an OSError of the file itself, not of its content
+        return SourceFormatError(f"could not be read ({first_line(exc)})", path=info.path)
+    return diagnose_text_error(exc, info, source, names, strings)
+
+
 def scan_text(source: SourceConfig, fmt: ResolvedFormat, sample: Sample) -> Scan:
     """A lazy canonical frame over a delimited text source (reads the schema only)."""
     encoding = resolve_encoding(source, fmt)
@@ -152,9 +168,9 @@ def scan_text(source: SourceConfig, fmt: ResolvedFormat, sample: Sample) -> Scan
         # The placeholder fields between MovieLens' two colons are not columns anyone can map.
         placeholders = set(names or []) - set(field_names)
         available = [n for n in plan.scan().collect_schema().names() if n not in placeholders]
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, OSError) as exc:
         info = source_info(source, fmt, sample, layout, columns, [], encoding)
-        raise diagnose_text_error(exc, info, plan.source, field_names) from None
+        raise _read_failure(exc, info, plan.source, field_names) from None
     first = next((line for line in sample.lines if line.strip()), "")
     check_columns(source.path, columns, available, separator, has_header, first)
     info = source_info(source, fmt, sample, layout, columns, available, encoding)
@@ -162,21 +178,22 @@ def scan_text(source: SourceConfig, fmt: ResolvedFormat, sample: Sample) -> Scan
 
 
 def collect_text(scan: Scan, plan: TextPlan) -> pl.DataFrame:
-    """Collect a text scan, widening ids to strings / timestamps to floats when inference guessed wrong."""
+    """Collect a text scan, reading ids / timestamps as strings when schema inference guessed wrong."""
     info = scan.info
     overrides = dict(plan.overrides)
     # Schema inference looks at the first rows only; a later value may need a wider type.
     retryable: dict[str, pl.DataType] = {info.raw(USER): pl.String(), info.raw(ITEM): pl.String()}
     if not info.implied_order:
-        retryable[info.raw(TIMESTAMP)] = pl.Float64()
+        # As text: a fractional or an ISO-8601 value after integer ones (recsys.data.timestamps).
+        retryable[info.raw(TIMESTAMP)] = pl.String()
     while True:
         try:
             return canonical(plan.scan(overrides), info).collect()
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, OSError) as exc:
             match = _PARSE_ERROR.search(str(exc))
             column = match.group(1) if match else None
             if column is not None and column in retryable and column not in overrides:
                 overrides[column] = retryable[column]
                 continue
             strings = canonical(plan.scan(strings=True), info)
-            raise diagnose_text_error(exc, info, plan.source, plan.field_names, strings) from None
+            raise _read_failure(exc, info, plan.source, plan.field_names, strings) from None
