@@ -18,6 +18,7 @@ __all__ = [
     "InvalidValueError",
     "MissingColumnError",
     "NotAFileError",
+    "OutputWriteError",
     "PreparedDatasetError",
     "RaggedRowError",
     "SourceFormatError",
@@ -112,6 +113,14 @@ class EmptyResultError(DataError):
 
 class UnknownIdError(DataError):
     """Ids missing from a vocabulary, with ``unknown="error"``."""
+
+
+class OutputWriteError(DataError):
+    """An output could not be written: no space left, a quota, a read-only or unwritable folder.
+
+    Not bad input, but the same kind of user-fixable problem: one line naming the file, exit status 2,
+    nothing left behind.
+    """
 
 
 class PreparedDatasetError(DataError):

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
+from recsys.data.synthetic import write_log
+from tests.data.conftest import fill, killed_mid_write, small_tmpfs
 
 HEADER = "user_id,item_id,timestamp\n"
 
@@ -76,3 +78,22 @@ def test_bad_iso_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     source.write_text(HEADER + "1,10,2020-01-02T03:04:05\n1,11,2020-01-32T00:00:00\n")
     err = refused(source, tmp_path / "prepared", capsys)
     assert f"{source}, line 3, column 'timestamp': '2020-01-32T00:00:00' is not an ISO-8601 date/time" in err
+
+
+def test_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_log(tmp_path / "log.parquet", n_users=60, n_items=40, n_interactions=1_500, seed=5)
+    with small_tmpfs(tmp_path / "disk") as disk:
+        fill(disk, 4 * 1024)
+        target = disk / "prepared"
+        err = refused(source, target, capsys)
+        assert err.startswith(f"recsys prepare: error: no space left on device while writing {target}/")
+
+
+def test_rerun_clears_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_log(tmp_path / "log.parquet", n_users=60, n_items=40, n_interactions=1_500, seed=5)
+    target = tmp_path / "prepared"
+    stale = killed_mid_write(target)
+    assert prepare_cli(source, target, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["reused"] is False
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.parquet", "prepared"]
