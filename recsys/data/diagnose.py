@@ -21,8 +21,16 @@ from recsys.data.timestamps import invalid_timestamp
 if TYPE_CHECKING:
     from recsys.data.source import SourceInfo
 
-__all__ = ["diagnose_text_error", "first_ragged_line", "locate_first_invalid"]
+__all__ = [
+    "SEQUENCE_HINT",
+    "check_encoding",
+    "diagnose_text_error",
+    "first_ragged_line",
+    "locate_first_invalid",
+]
 
+SEQUENCE_HINT = " (or, for one user per line 'user item1 item2 ...', format: sequence_per_line)"
+"""Appended to a ``sasrec_txt`` layout error when a line has more than two fields."""
 _LINE = "line"
 # A byte that does not occur in interaction logs, so that each line reads as one field.
 _NO_SEPARATOR = "\x1f"
@@ -56,7 +64,7 @@ def _field_names(info: SourceInfo, names: list[str], first_line: str) -> list[st
     return [f.strip() for f in first_line.split(info.separator or ",")]
 
 
-def _check_encoding(info: SourceInfo, data: bytes, names: list[str]) -> DataError | None:
+def check_encoding(info: SourceInfo, data: bytes, names: list[str]) -> DataError | None:
     """Only UTF-8 is checked here: other encodings were decoded (and checked) before polars saw them."""
     if info.encoding != "utf-8":
         return None
@@ -122,7 +130,8 @@ def _check_fields(info: SourceInfo, data: bytes, names: list[str]) -> DataError 
         f"ragged row: {found} field(s) when split on {separator!r}: {text[:80]!r}",
         path=info.path,
         line=row + 1,
-        expected=f"{expected} fields like the {'header' if info.has_header else 'first line'}",
+        expected=f"{expected} fields like the {'header' if info.has_header else 'first line'}"
+        + (SEQUENCE_HINT if info.format == "sasrec_txt" and found > expected else ""),
     )
 
 
@@ -169,7 +178,7 @@ def diagnose_text_error(
     line.
     """
     data = _raw_bytes(info, source)
-    found = _check_encoding(info, data, names)
+    found = check_encoding(info, data, names)
     if found is None:
         found = _check_fields(info, data, names)
     if found is None and string_scan is not None:

@@ -24,8 +24,11 @@ Formats (``source.format``; ``auto`` sniffs from the name and the first lines, s
 - ``movielens_dat``: ``UserID::MovieID::Rating::Timestamp`` (ML-1M, ML-10M ``ratings.dat``), latin-1.
 - ``movielens_csv``: ml-latest / ML-20M+ ``userId,movieId,rating,timestamp``.
 - ``sasrec_txt``: ``user item`` per line, space-separated; order is implied by line order.
+- ``sequence_per_line``: ``user i1 i2 i3 ...`` per line, items in time order; order is implied by the
+  position in the file (:mod:`.sequence_reader`).
 
-The three fixed layouts (``movielens_dat``, ``movielens_csv``, ``sasrec_txt``) ignore ``source.columns``.
+The fixed layouts (``movielens_dat``, ``movielens_csv``, ``sasrec_txt``, ``sequence_per_line``) ignore
+``source.columns``.
 Every text format may be gzip-compressed (detected from the magic bytes). Polars reads UTF-8 only, so a
 file in another declared encoding is transcoded in memory unless it is pure ASCII.
 
@@ -46,6 +49,7 @@ from recsys.config import SourceConfig
 from recsys.data.errors import EmptySourceError, NotAFileError, SourceFormatError, SourceNotFoundError
 from recsys.data.normalise import drop_blank_rows, normalise_ids, numeric_rating, numeric_timestamps
 from recsys.data.scan import Scan, canonical, check_columns, first_line, mapping, source_info
+from recsys.data.sequence_reader import collect_sequences, scan_sequences
 from recsys.data.sniff import ResolvedFormat, Sample, read_sample, sniff_format
 from recsys.data.source import SourceInfo
 from recsys.data.text_reader import collect_text, scan_text
@@ -103,10 +107,14 @@ def scan_interactions(source: SourceConfig) -> Scan:
         return _scan_parquet(source, sample)
     if sample.is_parquet:
         raise SourceFormatError(f"this is a parquet file, not {fmt}", path=path, expected="format: parquet")
+    if fmt == "sequence_per_line":
+        return scan_sequences(source, sample)
     return scan_text(source, fmt, sample)
 
 
 def _collect(scan: Scan) -> pl.DataFrame:
+    if scan.info.format == "sequence_per_line":
+        return collect_sequences(scan)
     if scan.text is not None:
         return collect_text(scan, scan.text)
     try:

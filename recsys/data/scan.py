@@ -25,6 +25,7 @@ _FIXED: dict[str, dict[str, str | None]] = {
     "movielens_dat": {USER: "UserID", ITEM: "MovieID", RATING: "Rating", TIMESTAMP: "Timestamp"},
     "movielens_csv": {USER: "userId", ITEM: "movieId", RATING: "rating", TIMESTAMP: "timestamp"},
     "sasrec_txt": {USER: "user", ITEM: "item", RATING: None, TIMESTAMP: None},
+    "sequence_per_line": {USER: "user", ITEM: "item", RATING: None, TIMESTAMP: None},
 }
 
 

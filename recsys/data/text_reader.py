@@ -16,7 +16,7 @@ import polars as pl
 from recsys.config import SourceConfig
 from recsys.data.columns import EVENT, ITEM, RATING, TIMESTAMP, USER
 from recsys.data.compression import check_gzip, read_gzip
-from recsys.data.diagnose import diagnose_text_error
+from recsys.data.diagnose import SEQUENCE_HINT, diagnose_text_error
 from recsys.data.errors import DataError, DelimiterError, EncodingError, SourceFormatError
 from recsys.data.scan import Scan, TextPlan, canonical, check_columns, first_line, mapping, source_info
 from recsys.data.sniff import ResolvedFormat, Sample, sniff_delimiter, sniff_header, split_fields
@@ -118,7 +118,8 @@ def _headerless_names(
             f"{n_fields} field(s) when split on {separator!r}: {first[:80]!r}",
             path=source.path,
             line=1,
-            expected=f"{len(names)} fields ({', '.join(names)})",
+            expected=f"{len(names)} fields ({', '.join(names)})"
+            + (SEQUENCE_HINT if fmt == "sasrec_txt" and n_fields > len(names) else ""),
         )
     return names, names
 

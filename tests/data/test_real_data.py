@@ -105,6 +105,40 @@ def test_bundled_sample_is_the_clean_official_file(shared_data: Path, project_ro
         assert bundled.endswith(b"\n"), name
 
 
+def shared_file(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    if not path.is_file():
+        pytest.skip(f"{path} not in the shared data")
+    return path
+
+
+def test_amazon_toys_one_sequence_per_line(shared_data: Path) -> None:
+    path = shared_file(shared_data, "amazon-toys/Toys_and_Games.txt")
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    built = build(data_config(path))
+    assert built.source.format == "sequence_per_line" and built.source.implied_order
+    # Counted independently of polars, and the figures of the shared README.
+    counted = (
+        sum(len(t) - 1 for t in lines),
+        len({t[0] for t in lines}),
+        len({i for t in lines for i in t[1:]}),
+    )
+    assert counted == (167_597, 19_412, 11_924)
+    assert (built.input_rows, built.input_users, built.input_items) == counted
+    # Leave-one-out: each line's last item is the test target, the one before it validation.
+    frame = built.interactions
+    test = frame.filter(pl.col("split") == 2).sort(USER)[ITEM].to_list()
+    by_user = {int(t[0]): int(t[-1]) for t in lines}
+    assert [built.items.ids[i - 1] for i in test] == [by_user[u] for u in built.users.ids.to_list()]
+
+
+def test_amazon_games_stays_sasrec_txt(shared_data: Path) -> None:
+    path = shared_file(shared_data, "amazon-games/Video.txt")
+    built = build(data_config(path))
+    assert built.source.format == "sasrec_txt"
+    assert (built.input_rows, built.input_users, built.input_items) == (287_107, 31_013, 23_715)
+
+
 def test_raw_movielens_dat(shared_data: Path) -> None:
     path = shared_data / "ml-1m" / "ratings_users1-2999.dat"
     built = build(data_config(path))

@@ -97,3 +97,10 @@ def test_rerun_clears_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads(capsys.readouterr().out)["reused"] is False
     assert not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.parquet", "prepared"]
+
+
+def test_sequence_per_line_user_without_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "Toys.txt"
+    source.write_text("1 5 6 7\n2 6 7 8 9\n3\n")
+    err = refused(source, tmp_path / "prepared", capsys)
+    assert f"{source}, line 3: user '3' has no items; expected 'user item1 item2 ...'" in err
