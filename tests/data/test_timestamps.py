@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recsys.config import SourceConfig
 from recsys.data.columns import ITEM, TIMESTAMP
@@ -120,3 +122,48 @@ def test_blank_iso_value_is_a_null_timestamp(write_file: WriteFile) -> None:
     path = write_file("log.csv", f"{HEADER}1,10,2020-01-02\n1,11,\n")
     with pytest.raises(InvalidValueError, match=r"line 3, column 'timestamp': timestamp is empty"):
         build(data_config(path))
+
+
+# How each form is written by the standard library (None: isoformat, which writes "+01:00" offsets).
+_SHAPES: dict[str, str | None] = {
+    "date": "%Y-%m-%d",
+    "minutes": "%Y-%m-%dT%H:%M",
+    "seconds": "%Y-%m-%dT%H:%M:%S",
+    "space": "%Y-%m-%d %H:%M:%S",
+    "zulu": "%Y-%m-%dT%H:%M:%SZ",
+    "offset": "%Y-%m-%dT%H:%M:%S%z",
+    "colon_offset": None,
+}
+_AWARE_SHAPES = ("offset", "colon_offset")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=st.lists(
+        st.tuples(
+            st.datetimes(dt.datetime(1971, 1, 1), dt.datetime(2100, 1, 1)),
+            st.sampled_from(sorted(_SHAPES)),
+            st.integers(-12 * 4, 14 * 4).map(lambda quarters: quarters * 15),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_any_mix_of_forms_matches_python(tmp_path: Path, events: list[tuple[dt.datetime, str, int]]) -> None:
+    # The column is parsed with the first value's exact format, the others by the general parse: both
+    # must give the instant the standard library computes.
+    lines, expected = [], []
+    for when, shape, offset_minutes in events:
+        zone = dt.timezone(dt.timedelta(minutes=offset_minutes if shape in _AWARE_SHAPES else 0))
+        local = when.replace(microsecond=0, tzinfo=zone)
+        if shape == "date":
+            local = local.replace(hour=0, minute=0, second=0)
+        elif shape == "minutes":
+            local = local.replace(second=0)
+        fmt = _SHAPES[shape]
+        lines.append(local.isoformat() if fmt is None else local.strftime(fmt))
+        expected.append(int(local.timestamp()))
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "".join(f"1,{k},{text}\n" for k, text in enumerate(lines)))
+    frame, _ = read_interactions(SourceConfig(path=path))
+    assert frame[TIMESTAMP].to_list() == expected, lines
