@@ -42,7 +42,15 @@ class _Section(BaseModel):
 
 # ----------------------------------------------------------------------------------------------- data
 ReaderFormat = Literal[
-    "auto", "csv", "tsv", "parquet", "movielens_dat", "movielens_csv", "sasrec_txt", "recbole_inter"
+    "auto",
+    "csv",
+    "tsv",
+    "parquet",
+    "movielens_dat",
+    "movielens_csv",
+    "sasrec_txt",
+    "sequence_per_line",
+    "recbole_inter",
 ]
 
 

@@ -7,21 +7,30 @@ per column) and turns the first problem found into a :class:`~recsys.data.errors
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from recsys.data.columns import RATING, ROW, TIMESTAMP
+from recsys.data.compression import read_gzip
 from recsys.data.errors import DataError, DelimiterError, EncodingError, InvalidValueError, RaggedRowError
 from recsys.data.sniff import sniff_delimiter
+from recsys.data.timestamps import invalid_timestamp
 
 if TYPE_CHECKING:
     from recsys.data.source import SourceInfo
 
-__all__ = ["diagnose_text_error", "first_ragged_line", "locate_first_invalid"]
+__all__ = [
+    "SEQUENCE_HINT",
+    "check_encoding",
+    "diagnose_text_error",
+    "first_ragged_line",
+    "locate_first_invalid",
+]
 
+SEQUENCE_HINT = " (or, for one user per line 'user item1 item2 ...', format: sequence_per_line)"
+"""Appended to a ``sasrec_txt`` layout error when a line has more than two fields."""
 _LINE = "line"
 # A byte that does not occur in interaction logs, so that each line reads as one field.
 _NO_SEPARATOR = "\x1f"
@@ -46,8 +55,7 @@ def locate_first_invalid(frame: pl.DataFrame, column: str, dtype: pl.DataType) -
 def _raw_bytes(info: SourceInfo, source: Path | bytes) -> bytes:
     if isinstance(source, bytes):
         return source
-    data = source.read_bytes()
-    return gzip.decompress(data) if info.compressed else data
+    return read_gzip(source) if info.compressed else source.read_bytes()
 
 
 def _field_names(info: SourceInfo, names: list[str], first_line: str) -> list[str]:
@@ -56,7 +64,7 @@ def _field_names(info: SourceInfo, names: list[str], first_line: str) -> list[st
     return [f.strip() for f in first_line.split(info.separator or ",")]
 
 
-def _check_encoding(info: SourceInfo, data: bytes, names: list[str]) -> DataError | None:
+def check_encoding(info: SourceInfo, data: bytes, names: list[str]) -> DataError | None:
     """Only UTF-8 is checked here: other encodings were decoded (and checked) before polars saw them."""
     if info.encoding != "utf-8":
         return None
@@ -122,24 +130,27 @@ def _check_fields(info: SourceInfo, data: bytes, names: list[str]) -> DataError 
         f"ragged row: {found} field(s) when split on {separator!r}: {text[:80]!r}",
         path=info.path,
         line=row + 1,
-        expected=f"{expected} fields like the {'header' if info.has_header else 'first line'}",
+        expected=f"{expected} fields like the {'header' if info.has_header else 'first line'}"
+        + (SEQUENCE_HINT if info.format == "sasrec_txt" and found > expected else ""),
     )
 
 
 def _check_values(info: SourceInfo, string_scan: pl.LazyFrame) -> DataError | None:
-    """The first timestamp or rating that is not a number."""
+    """The first timestamp that is not a time, or the first rating that is not a number."""
     frame = string_scan.collect()
-    for canonical in (TIMESTAMP, RATING):
-        if canonical not in frame.columns or (canonical == TIMESTAMP and info.implied_order):
-            continue
-        bad = locate_first_invalid(frame, canonical, pl.Float64())
+    if TIMESTAMP in frame.columns and not info.implied_order:
+        found = invalid_timestamp(frame, info)
+        if found is not None:
+            return found
+    if RATING in frame.columns:
+        bad = locate_first_invalid(frame, RATING, pl.Float64())
         if bad is not None:
             row, value = bad
             return InvalidValueError(
                 f"{value!r} is not a number",
                 path=info.path,
-                column=info.raw(canonical),
-                expected="a number" + (" (unix time)" if canonical == TIMESTAMP else ""),
+                column=info.raw(RATING),
+                expected="a number",
                 **info.locate(row),
             )
     return None
@@ -162,11 +173,12 @@ def diagnose_text_error(
 ) -> DataError:
     """Turn a polars failure on a text source into the most precise :class:`DataError` we can find.
 
-    Checks, in order: bytes valid in the encoding, the same number of fields on every line, numeric
-    timestamps and ratings. Falls back to a generic error quoting polars' first message line.
+    Checks, in order: bytes valid in the encoding, the same number of fields on every line, timestamps
+    (numbers or ISO-8601) and numeric ratings. Falls back to a generic error quoting polars' first message
+    line.
     """
     data = _raw_bytes(info, source)
-    found = _check_encoding(info, data, names)
+    found = check_encoding(info, data, names)
     if found is None:
         found = _check_fields(info, data, names)
     if found is None and string_scan is not None:

@@ -17,6 +17,8 @@ __all__ = [
     "EncodingError",
     "InvalidValueError",
     "MissingColumnError",
+    "NotAFileError",
+    "OutputWriteError",
     "PreparedDatasetError",
     "RaggedRowError",
     "SourceFormatError",
@@ -73,6 +75,10 @@ class SourceNotFoundError(DataError):
     """The input file does not exist."""
 
 
+class NotAFileError(DataError):
+    """The input path exists but is not a regular file (a directory, a device, a socket)."""
+
+
 class EmptySourceError(DataError):
     """The input file is empty or has a header but no data rows."""
 
@@ -107,6 +113,14 @@ class EmptyResultError(DataError):
 
 class UnknownIdError(DataError):
     """Ids missing from a vocabulary, with ``unknown="error"``."""
+
+
+class OutputWriteError(DataError):
+    """An output could not be written: no space left, a quota, a read-only or unwritable folder.
+
+    Not bad input, but the same kind of user-fixable problem: one line naming the file, exit status 2,
+    nothing left behind.
+    """
 
 
 class PreparedDatasetError(DataError):

@@ -2,7 +2,7 @@
 
 Ids become Int64 (any integer type, or floats that are all whole) or String (anything else). Timestamps
 become Int64 when every value is a whole number (RecBole writes ``timestamp:float``) and Float64 otherwise;
-datetimes become unix seconds; NaN becomes null. A value that is not a number is an
+datetimes and ISO-8601 strings become unix seconds; NaN becomes null. A value that is not a time is an
 :class:`~recsys.data.errors.InvalidValueError` naming its line (text) or row (parquet).
 """
 
@@ -14,6 +14,7 @@ from recsys.data.columns import ITEM, RATING, ROW, TIMESTAMP, USER
 from recsys.data.diagnose import locate_first_invalid
 from recsys.data.errors import InvalidValueError
 from recsys.data.source import SourceInfo
+from recsys.data.timestamps import parse_timestamp_strings
 
 __all__ = ["drop_blank_rows", "normalise_ids", "numeric_rating", "numeric_timestamps"]
 
@@ -65,7 +66,10 @@ def _bad_dtype(info: SourceInfo, canonical: str, dtype: pl.DataType) -> InvalidV
 
 
 def numeric_timestamps(frame: pl.DataFrame, info: SourceInfo) -> pl.DataFrame:
-    """Timestamps as Int64 (whole numbers) or Float64; reject non-numeric values with their line."""
+    """Timestamps as Int64 (whole numbers) or Float64; reject values that are not times, with their line.
+
+    Strings are numbers or ISO-8601 date/times (UTC unix seconds), see :mod:`recsys.data.timestamps`.
+    """
     if info.implied_order:
         return frame
     dtype = frame.schema[TIMESTAMP]
@@ -75,10 +79,7 @@ def numeric_timestamps(frame: pl.DataFrame, info: SourceInfo) -> pl.DataFrame:
     elif isinstance(dtype, pl.Date):
         column = column.dt.epoch("s")
     elif dtype == pl.String:
-        bad = locate_first_invalid(frame, TIMESTAMP, pl.Float64())
-        if bad is not None:
-            raise _not_numeric(info, TIMESTAMP, *bad)
-        column = column.str.strip_chars().cast(pl.Float64)
+        frame = parse_timestamp_strings(frame, info)
     elif not dtype.is_numeric():
         raise _bad_dtype(info, TIMESTAMP, dtype)
     frame = frame.with_columns(column.alias(TIMESTAMP))

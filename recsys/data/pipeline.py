@@ -39,6 +39,7 @@ from recsys.data.readers import read_interactions
 from recsys.data.report import build_report, warm_up_plotting
 from recsys.data.source import SourceInfo
 from recsys.data.split import SplitSummary, assign_split
+from recsys.data.staging import remove_stale
 from recsys.data.vocab import ITEM_OFFSET, USER_OFFSET, Vocabulary, dense_codes
 
 __all__ = ["Built", "PrepareOutcome", "build", "prepare"]
@@ -206,6 +207,8 @@ def prepare(cfg: DataConfig, *, force: bool = False, plot: bool = True) -> Prepa
     target = Path(cfg.output_dir)
     started = time.perf_counter()
     check_target(target)
+    # Before the reuse check: a rerun that reuses the dataset also clears what a killed run left.
+    remove_stale(target)
     quick = fingerprint(cfg.source.path, with_hash=False) if cfg.source.path.is_file() else None
     if not force and quick is not None:
         reused = find_reusable(target, cfg, quick)

@@ -11,7 +11,8 @@ Layout (``FORMAT_VERSION`` 1)::
       report.json, report.txt, seq_length_hist.png   the data report
 
 The manifest is written last, so a directory without one is incomplete; the whole directory is written
-beside the target and renamed into place.
+beside the target and renamed into place (:mod:`recsys.data.staging`: pid-owned names, so a killed run's
+leftovers are removed by the next one).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
-import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ from recsys.data.columns import ITEM, SPLIT, SPLIT_CODES, TEST, TRAIN, USER, Spl
 from recsys.data.errors import PreparedDatasetError
 from recsys.data.report import format_table, plot_lengths
 from recsys.data.sequences import Sequences
+from recsys.data.staging import create_staging, publish, remove_stale, writing
 from recsys.data.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -223,18 +224,25 @@ def find_reusable(
 
 
 def _write_files(
-    directory: Path, built: Built, manifest: dict[str, Any], report: dict[str, Any], plot: bool
+    directory: Path, target: Path, built: Built, manifest: dict[str, Any], report: dict[str, Any], plot: bool
 ) -> None:
-    built.interactions.write_parquet(directory / INTERACTIONS, compression=_COMPRESSION)
-    built.users.save(directory / USERS)
-    built.items.save(directory / ITEMS)
-    (directory / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (directory / REPORT_TXT).write_text(format_table(report) + "\n", encoding="utf-8")
+    """Every file of the dataset into ``directory``; a failed write names the file under ``target``."""
+    writers: list[tuple[str, Callable[[Path], object]]] = [
+        (INTERACTIONS, lambda path: built.interactions.write_parquet(path, compression=_COMPRESSION)),
+        (USERS, built.users.save),
+        (ITEMS, built.items.save),
+        (REPORT_JSON, lambda path: path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")),
+        (REPORT_TXT, lambda path: path.write_text(format_table(report) + "\n", encoding="utf-8")),
+    ]
     if plot:
-        plot_lengths(built.user_lengths(), directory / HISTOGRAM)
+        writers.append((HISTOGRAM, lambda path: plot_lengths(built.user_lengths(), path)))
+    for name, write in writers:
+        with writing(target / name):
+            write(directory / name)
     manifest["files"] = {p.name: p.stat().st_size for p in sorted(directory.iterdir())}
     # Last: a directory with a manifest is complete.
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    with writing(target / MANIFEST):
+        (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def write_prepared(
@@ -244,26 +252,18 @@ def write_prepared(
 
     An existing prepared directory is moved aside first and deleted after the rename, so ``target`` is
     always either the old complete dataset or the new one. On any error the temporary directory is
-    removed and ``target`` is untouched.
+    removed and ``target`` is untouched; a full disk or an unwritable folder is an
+    :class:`~recsys.data.errors.OutputWriteError` naming the file. Staging directories that killed
+    runs left beside ``target`` are removed first (see :mod:`recsys.data.staging`).
     """
     check_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale(target)
+    with writing(target):
+        staging = create_staging(target)
     try:
-        # mkdtemp creates 0700; a dataset directory should be as readable as any other output.
-        staging.chmod(0o755)
-        _write_files(staging, built, manifest, report, plot)
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            target.rename(retired)
-            try:
-                staging.rename(target)
-            except OSError:
-                retired.rename(target)  # put the previous dataset back
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(target)
+        _write_files(staging, target, built, manifest, report, plot)
+        with writing(target):
+            publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -6,11 +6,12 @@ it never fails on bytes that are invalid in the declared encoding; that check be
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from recsys.data.compression import read_gzip
 
 __all__ = [
     "GZIP_MAGIC",
@@ -26,7 +27,14 @@ __all__ = [
 ]
 
 ResolvedFormat = Literal[
-    "csv", "tsv", "parquet", "movielens_dat", "movielens_csv", "sasrec_txt", "recbole_inter"
+    "csv",
+    "tsv",
+    "parquet",
+    "movielens_dat",
+    "movielens_csv",
+    "sasrec_txt",
+    "sequence_per_line",
+    "recbole_inter",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -38,6 +46,7 @@ _SAMPLE_LINES = 50
 _DELIMITERS = (",", "\t", ";", "|", " ")
 _RECBOLE_HEADER = re.compile(r"^[^\t:]+:(token|float|token_seq|float_seq)(\t|$)")
 _SASREC_LINE = re.compile(r"^\S+ \S+$")
+_TOKENS_LINE = re.compile(r"^\S+( \S+)*$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -52,13 +61,16 @@ class Sample:
 
 
 def read_sample(path: Path) -> Sample:
-    """Read the first 64 KiB of ``path`` (decompressed when gzip) into a :class:`Sample`."""
+    """Read the first 64 KiB of ``path`` (decompressed when gzip) into a :class:`Sample`.
+
+    Raises:
+        SourceFormatError: a gzip stream that ends or breaks within those 64 KiB.
+    """
     with path.open("rb") as handle:
         head = handle.read(_SAMPLE_BYTES)
     compressed = head.startswith(GZIP_MAGIC)
     if compressed:
-        with gzip.open(path, "rb") as gz:
-            head = gz.read(_SAMPLE_BYTES)
+        head = read_gzip(path, _SAMPLE_BYTES)
     is_parquet = not compressed and head.startswith(PARQUET_MAGIC)
     text = "" if is_parquet else head.decode("latin-1")
     # The last sampled line may be cut in the middle; keep it only when the sample is the whole file.
@@ -106,11 +118,32 @@ def sniff_format(path: Path, sample: Sample) -> ResolvedFormat:
     data_lines = [line for line in sample.lines if line.strip()]
     if suffix in (".txt", "") and data_lines and all(_SASREC_LINE.match(line) for line in data_lines):
         return "sasrec_txt"
+    if suffix in (".txt", "") and _looks_like_sequences(data_lines):
+        return "sequence_per_line"
     if suffix == ".tsv":
         return "tsv"
     if suffix == ".csv":
         return "csv"
     return "tsv" if sniff_delimiter(sample.lines) == "\t" else "csv"
+
+
+def _looks_like_sequences(lines: list[str]) -> bool:
+    """One user per line with a varying number of items: ``user i1 i2 ...``.
+
+    Told apart from ``sasrec_txt`` (exactly two fields on every line, users repeated on consecutive lines)
+    and from a space-separated table (the same number of fields on every line) by two signs that hold on
+    any real sample of such a file: the field count varies, and no user id repeats. A line holding only a
+    user id is allowed, so that the reader can report it as a user without items. A sample whose lines
+    all have two fields reads the same either way; one whose lines all have the same longer length is
+    taken as a table (set ``format: sequence_per_line`` to read it as sequences).
+    """
+    stripped = [line.rstrip() for line in lines]
+    if not all(_TOKENS_LINE.match(line) for line in stripped):
+        return False
+    spaces = [line.count(" ") for line in stripped]
+    users = [line.split(" ", 1)[0] for line in stripped]
+    with_items = sum(count > 0 for count in spaces)
+    return with_items >= 2 and len(set(spaces)) > 1 and len(set(users)) == len(users)
 
 
 def sniff_delimiter(lines: list[str]) -> str:

@@ -16,6 +16,7 @@ from recsys.data.errors import (
     EncodingError,
     InvalidValueError,
     MissingColumnError,
+    NotAFileError,
     RaggedRowError,
     SourceFormatError,
     SourceNotFoundError,
@@ -37,6 +38,15 @@ def fails(path: Path, error: type[DataError], **cfg: Any) -> DataError:
 def test_missing_file(tmp_path: Path) -> None:
     err = fails(tmp_path / "nope.csv", SourceNotFoundError)
     assert "not found" in str(err)
+
+
+def test_directory_is_not_a_missing_file(tmp_path: Path) -> None:
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text(HEADER + "1,2,3\n")
+    err = fails(folder, NotAFileError)
+    assert f"{folder}: is a directory, expected a file (it holds ratings.csv)" in str(err)
+    assert "not found" not in str(err)
 
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -64,21 +65,78 @@ def test_ml100k_inter_with_timestamps(shared_data: Path) -> None:
     assert order.equals(order.sort([USER, TIMESTAMP, ROW]))
 
 
+def _k_core(rows: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
+    """The iterative k-core in plain Python, as an independent check of the pipeline's."""
+    while True:
+        users = Counter(u for u, _ in rows)
+        items = Counter(i for _, i in rows)
+        kept = [(u, i) for u, i in rows if users[u] >= k and items[i] >= k]
+        if len(kept) == len(rows):
+            return kept
+        rows = kept
+
+
 def test_ml_latest_small_ratings_csv(shared_data: Path) -> None:
     path = shared_data / "ml-latest-small" / "ratings.csv"
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))[1:]
-    # Counted independently of polars; the shared copy is the README's 100,836 ratings, 610 users and
-    # 9,724 items (an earlier copy had one extra row, `999,999999,5.0,...`, since removed upstream).
-    counts = (len(rows), len({r[0] for r in rows}), len({r[1] for r in rows}))
-    assert counts == (100_836, 610, 9_724)
+    # Counted independently of polars: the official figures of the dataset's README.
+    assert (len(rows), len({r[0] for r in rows}), len({r[1] for r in rows})) == (100_836, 610, 9_724)
     built = build(data_config(path, cleaning={"min_user_interactions": 5, "min_item_interactions": 5}))
     assert built.source.format == "movielens_csv"
-    assert (built.input_rows, built.input_users, built.input_items) == counts
+    assert (built.input_rows, built.input_users, built.input_items) == (100_836, 610, 9_724)
+    core = _k_core([(r[0], r[1]) for r in rows], 5)
+    assert (built.interactions.height, len(built.users), len(built.items)) == (
+        len(core),
+        len({u for u, _ in core}),
+        len({i for _, i in core}),
+    )
     frame = built.interactions
     assert frame.select(USER, TIMESTAMP, ROW).equals(
         frame.select(USER, TIMESTAMP, ROW).sort([USER, TIMESTAMP, ROW])
     )
+
+
+def test_bundled_sample_is_the_clean_official_file(shared_data: Path, project_root: Path) -> None:
+    """The shipped copy is byte for byte the shared one (no stray trailing row, newline-terminated)."""
+    for name in ("ratings.csv", "movies.csv", "README.txt"):
+        bundled = (project_root / "data" / "ml-latest-small" / name).read_bytes()
+        assert bundled == (shared_data / "ml-latest-small" / name).read_bytes(), name
+        assert bundled.endswith(b"\n"), name
+
+
+def shared_file(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    if not path.is_file():
+        pytest.skip(f"{path} not in the shared data")
+    return path
+
+
+def test_amazon_toys_one_sequence_per_line(shared_data: Path) -> None:
+    path = shared_file(shared_data, "amazon-toys/Toys_and_Games.txt")
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    built = build(data_config(path))
+    assert built.source.format == "sequence_per_line" and built.source.implied_order
+    # Counted independently of polars, and the figures of the shared README.
+    counted = (
+        sum(len(t) - 1 for t in lines),
+        len({t[0] for t in lines}),
+        len({i for t in lines for i in t[1:]}),
+    )
+    assert counted == (167_597, 19_412, 11_924)
+    assert (built.input_rows, built.input_users, built.input_items) == counted
+    # Leave-one-out: each line's last item is the test target, the one before it validation.
+    frame = built.interactions
+    test = frame.filter(pl.col("split") == 2).sort(USER)[ITEM].to_list()
+    by_user = {int(t[0]): int(t[-1]) for t in lines}
+    assert [built.items.ids[i - 1] for i in test] == [by_user[u] for u in built.users.ids.to_list()]
+
+
+def test_amazon_games_stays_sasrec_txt(shared_data: Path) -> None:
+    path = shared_file(shared_data, "amazon-games/Video.txt")
+    built = build(data_config(path))
+    assert built.source.format == "sasrec_txt"
+    assert (built.input_rows, built.input_users, built.input_items) == (287_107, 31_013, 23_715)
 
 
 def test_raw_movielens_dat(shared_data: Path) -> None:

@@ -21,6 +21,14 @@ from tests.data.conftest import WriteFile
         ("noext", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n", "recbole_inter"),
         ("ml-1m.txt", "1 1\n1 2\n2 3\n", "sasrec_txt"),
         ("log.txt", "1 1 100\n1 2 200\n", "csv"),
+        ("Toys_and_Games.txt", "1 1 2 3 4 5\n2 4 5 6 7 8\n3 9 10\n", "sequence_per_line"),
+        ("seqs", "u1 a b\nu2 c\nu3 d e f\n", "sequence_per_line"),
+        ("seqs.txt", "u1 a b\nu2 c d e\nu3\n", "sequence_per_line"),  # u3 has no items: the reader says so
+        ("users.txt", "u1\nu2\nu3\n", "csv"),
+        # The same number of fields on every line is a space-separated table, not sequences.
+        ("log.txt", "1 1 100\n2 2 200\n", "csv"),
+        # A repeated user means one event per line (ragged), not one user per line.
+        ("log.txt", "1 1 2\n1 3\n2 4 5 6\n", "csv"),
         ("log.tsv", "a\tb\n1\t2\n", "tsv"),
         ("events", "a\tb\tc\n1\t2\t3\n", "tsv"),
         ("events.csv", "a;b\n1;2\n", "csv"),
