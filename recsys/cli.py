@@ -2,7 +2,9 @@
 
 Every subcommand takes ``--config FILE``, repeated ``--set dotted.key=value`` overrides and ``--json``
 (print the result as one JSON object on stdout; human-readable text otherwise). Errors in the input
-(config, data, bundle, tracking URI) print one clear message on stderr and exit with status 2.
+(config, data, bundle, tracking URI), a full disk, a training output directory in use by another run and
+a diverged training (deterministic for a config: rerunning cannot help, changing it can) print one clear
+message on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from recsys.config import ConfigError
     from recsys.data.errors import DataError
     from recsys.training.bundle import BundleError
+    from recsys.training.divergence import TrainingDivergedError
+    from recsys.training.lock import OutputDirBusyError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, BundleError, FileNotFoundError]
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        DataError,
+        BundleError,
+        FileNotFoundError,
+        OutputDirBusyError,
+        TrainingDivergedError,
+    ]
     try:
         from recsys.tracking.store import TrackingError
 

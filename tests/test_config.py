@@ -101,3 +101,24 @@ def test_runtime_holds_the_hardware_and_train_does_not() -> None:
     assert cfg.train.schedule.kind == "cosine"
     hardware = {"accelerator", "devices", "strategy", "num_nodes", "threads", "precision", "num_workers"}
     assert not hardware & set(type(cfg.train).model_fields)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.ks=[0]", r"eval\.ks: .*every cut-off must be >= 1.*\[0\]"),
+        ("eval.ks=[10, -5]", r"eval\.ks: .*\[-5\]"),
+        ("eval.ks=[]", r"eval\.ks: List should have at least 1 item"),
+        ("inference.k=0", r"inference\.k: Input should be greater than or equal to 1"),
+        ("train.optimizer.lr=.inf", r"train\.optimizer\.lr: Input should be a finite number"),
+        ("train.optimizer.lr=-.inf", r"train\.optimizer\.lr: Input should be a finite number"),
+        ("train.optimizer.lr=.nan", r"train\.optimizer\.lr: Input should be a finite number"),
+        ("train.optimizer.lr=0", r"train\.optimizer\.lr: Input should be greater than 0"),
+        ("train.optimizer.lr=-0.001", r"train\.optimizer\.lr: Input should be greater than 0"),
+    ],
+)
+def test_impossible_cutoffs_and_learning_rates_fail_at_load(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    good = load_config(None, ["eval.ks=[1, 3]", "inference.k=1", "train.optimizer.lr=1e-5"])
+    assert good.eval.ks == [1, 3] and good.inference.k == 1

@@ -195,7 +195,7 @@ LossConfig = Annotated[FullSoftmaxLoss | SampledSoftmaxLoss | GBCELoss, Field(di
 
 
 class OptimizerConfig(_Section):
-    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate (AdamW).")
+    lr: float = Field(1e-3, gt=0.0, allow_inf_nan=False, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
@@ -274,7 +274,9 @@ class RuntimeConfig(_Section):
 
 
 class EvalConfig(_Section):
-    ks: list[int] = Field([1, 5, 10, 20], description="Cut-offs for the ranking metrics.")
+    ks: list[int] = Field(
+        [1, 5, 10, 20], min_length=1, description="Cut-offs for the ranking metrics (each >= 1)."
+    )
     exclude_seen: bool = Field(True, description="Remove already-seen items from the ranking.")
     sampled_negatives: int | None = Field(
         None, ge=1, description="Sampled metrics with this many negatives (labelled sampled); null: none."
@@ -285,6 +287,14 @@ class EvalConfig(_Section):
         [5, 10, 20, 50, 100, 200], description="Upper edges of history-length buckets for breakdowns."
     )
     popularity_buckets: int = Field(5, ge=1, description="Target-popularity quantile buckets.")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_cutoffs(cls, ks: list[int]) -> list[int]:
+        bad = [k for k in ks if k < 1]
+        if bad:
+            raise ValueError(f"every cut-off must be >= 1 (a top-k of k items), got {bad}")
+        return ks
 
 
 class InferenceConfig(_Section):

@@ -29,7 +29,7 @@ import polars as pl
 
 from recsys.data.errors import OutputWriteError
 
-__all__ = ["create_staging", "pid_alive", "publish", "remove_stale", "writing"]
+__all__ = ["create_staging", "make_readable", "pid_alive", "publish", "remove_stale", "writing"]
 
 _OWNED = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-z_]+$")
 # Polars reports an I/O failure inside its own error text: "... No space left on device (os error 28)".
@@ -74,12 +74,45 @@ def create_staging(target: Path) -> Path:
     return staging
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (changing it is not thread-safe)."""
+    try:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(root: Path) -> None:
+    """Give ``root`` and everything in it the modes of ordinary files: folders 0755, files 0644 (less the
+    umask), so that another account (a model server, a reader of the outputs) can read a published output.
+
+    ``tempfile.mkdtemp`` creates 0700 folders and some writers (safetensors) 0600 files; called on a
+    staging directory just before it is published. Symbolic links are left alone.
+    """
+    mask = _umask()
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            entry = Path(folder) / name
+            if entry.is_symlink():
+                continue
+            entry.chmod((0o755 if entry.is_dir() else 0o644) & ~mask)
+    root.chmod(0o755 & ~mask)
+
+
 def publish(staging: Path, target: Path) -> None:
     """Rename the complete ``staging`` directory to ``target``, replacing a previous output there.
 
     The previous output is renamed aside (``.<name>.old-<pid>-<random>``) and deleted only once the new one
     is in place; if the second rename fails it is put back, so ``target`` is the old output or the new one.
+    Modes are made readable first (:func:`make_readable`).
     """
+    make_readable(staging)
     if not target.exists():
         staging.rename(target)
         return
@@ -103,10 +136,11 @@ def _errno(exc: BaseException) -> int | None:
 
 
 @contextmanager
-def writing(path: Path) -> Iterator[None]:
+def writing(path: Path, *, elsewhere: str = "another data.output_dir") -> Iterator[None]:
     """Turn an operating-system error raised inside the block into an :class:`OutputWriteError`.
 
-    ``path`` is what the user will find once the output is published (not the staging path).
+    ``path`` is what the user will find once the output is published (not the staging path);
+    ``elsewhere`` names the setting that moves the output to another file system.
     """
     try:
         yield
@@ -119,5 +153,5 @@ def writing(path: Path) -> Iterator[None]:
         reason = "no space left on device" if code == errno.ENOSPC else os.strerror(code).lower()
         raise OutputWriteError(
             f"{reason} while writing {path}",
-            expected="free space and write permission on that file system (or another data.output_dir)",
+            expected=f"free space and write permission on that file system (or {elsewhere})",
         ) from exc

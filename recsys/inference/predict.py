@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from recsys.config import RecsysConfig
 from recsys.data.sequences import Sequences
+from recsys.data.staging import writing
 from recsys.inference.parts import RANK, SCORE, IdTable, PartBuffer
 from recsys.inference.recommend import ITEM_ID, USER_ID, TopK, plan_batches, topk_rows
 from recsys.inference.writer import (
@@ -234,11 +235,18 @@ def write_recommendations(
         "rows_per_part": cfg.inference.rows_per_part,
         "columns": [USER_ID, ITEM_ID, SCORE, RANK],
     }
-    staging = create_staging(out)
+    if not len(histories):
+        raise ValueError("no history rows to score")  # callers check their inputs; never an empty output
+    with writing(out, elsewhere="another --out"):
+        staging = create_staging(out)
     try:
-        module = TopKModule(model, histories, plan, k, exclude_seen=exclude_seen, blocked=blocked)
-        predict(cfg, module, PartsWriter(staging, out, per_part, to_table, entries))
+        with writing(out, elsewhere="another --out"):
+            module = TopKModule(model, histories, plan, k, exclude_seen=exclude_seen, blocked=blocked)
+            predict(cfg, module, PartsWriter(staging, out, per_part, to_table, entries))
     except BaseException:
         discard(staging)
         raise
+    if staging.exists():  # the loop ended without publishing: never leave the staging directory behind
+        discard(staging)
+        raise RuntimeError(f"the predict loop ended without publishing {out}")
     return read_manifest(out)

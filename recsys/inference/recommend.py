@@ -27,8 +27,9 @@ from torch import Tensor
 
 from recsys.config import ColumnsConfig, SourceConfig
 from recsys.data.clean import validate
-from recsys.data.columns import ITEM, TIMESTAMP, USER
+from recsys.data.columns import ITEM, ROW, TIMESTAMP, USER
 from recsys.data.errors import (
+    EmptySourceError,
     InvalidValueError,
     MissingColumnError,
     SourceNotFoundError,
@@ -58,6 +59,7 @@ __all__ = [
     "pad_histories",
     "plan_batches",
     "read_histories_file",
+    "read_histories_located",
     "read_id_file",
     "select_rows",
     "topk_batches",
@@ -72,6 +74,8 @@ TIMESTAMP_ID = "timestamp"
 UnknownPolicy = Literal["error", "drop"]
 BatchOrder = Literal["length", "input"]
 ScoreFn = Callable[[Tensor], Tensor]
+Locator = Callable[[int], dict[str, int]]
+"""Row of a frame read from a file -> the ``line=`` (text) or ``row=`` (parquet) keyword of a DataError."""
 """``Long[B, L]`` left-padded histories -> ``Float[B, V]`` scores (a new tensor the caller may modify)."""
 
 _NEG_INF = float("-inf")
@@ -359,6 +363,7 @@ def histories_from_frame(
     *,
     unknown: UnknownPolicy = "error",
     source: str | Path | None = None,
+    locate: Locator | None = None,
 ) -> tuple[Sequences, np.ndarray, int]:
     """Raw ``(user_id, item_id[, timestamp])`` rows -> encoded chronological histories.
 
@@ -374,6 +379,8 @@ def histories_from_frame(
         bundle: the model bundle whose item vocabulary encodes the items.
         unknown: policy for unknown items.
         source: the file the frame came from, named in errors.
+        locate: frame row -> ``{"line": n}`` or ``{"row": n}`` in ``source``
+            (:func:`read_histories_located`); without it errors name the 0-based frame row.
 
     Returns:
         (histories, user_ids (original ids, one per row), number of unknown item rows).
@@ -386,6 +393,7 @@ def histories_from_frame(
                 column=column,
                 expected=f"columns {USER_ID}, {ITEM_ID}[, {TIMESTAMP_ID}]",
             )
+    where = locate or (lambda row: {"row": row})
     has_time = TIMESTAMP_ID in frame.columns
     cols = [USER_ID, ITEM_ID, *([TIMESTAMP_ID] if has_time else [])]
     data = frame.select(cols).with_row_index("_row")
@@ -395,7 +403,7 @@ def histories_from_frame(
             raise InvalidValueError(
                 f"{column} is empty ({nulls.height} row(s))",
                 path=source,
-                row=int(nulls["_row"][0]),
+                **where(int(nulls["_row"][0])),
                 column=column,
                 expected=f"a {column} on every row",
             )
@@ -407,7 +415,7 @@ def histories_from_frame(
         raise UnknownIdError(
             f"{n_unknown} item id(s) not known to the model, e.g. {bad[ITEM_ID].head(5).to_list()}",
             path=source,
-            row=int(bad["_row"][0]),
+            **where(int(bad["_row"][0])),
             column=ITEM_ID,
             expected="items of the model's vocabulary (or data.unknown_ids: drop)",
         )
@@ -425,16 +433,31 @@ def histories_from_frame(
     return histories, user_ids.to_numpy(), n_unknown
 
 
-def read_id_file(path: str | Path, column: str) -> pl.Series:
+def read_id_file(path: str | Path, column: str, *, allow_empty: bool = False) -> pl.Series:
     """Ids from a file: parquet or CSV with a ``column`` column, or text with one id per line.
 
     The format follows the extension (``.parquet``/``.pq``, ``.csv``/``.tsv``; anything else is text). In a
     text file blank lines are skipped and a first line equal to ``column`` is taken as a header. Ids are
-    strings from text files; :meth:`Vocabulary.encode` casts them to the vocabulary's type.
+    strings from text files; :meth:`Vocabulary.encode` casts them to the vocabulary's type. A file with no
+    id at all is an :class:`EmptySourceError` unless ``allow_empty`` (an empty deny list denies nothing;
+    an empty users or allow list is a mistake upstream, never a silently empty output).
     """
-    file = Path(path)
+    ids = _read_ids(Path(path), column)
+    if not len(ids) and not allow_empty:
+        raise EmptySourceError(
+            f"holds no {column} (the file is empty or has only a header)",
+            path=path,
+            expected=f"at least one {column}",
+        )
+    return ids
+
+
+def _read_ids(path: Path, column: str) -> pl.Series:
+    file = path
     if not file.is_file():
         raise SourceNotFoundError("file not found", path=file, expected=f"a file of {column}s")
+    if file.stat().st_size == 0:
+        return pl.Series(column, [], dtype=pl.String)
     suffix = file.suffix.lower()
     if suffix in (".parquet", ".pq", ".csv", ".tsv"):
         try:
@@ -489,6 +512,13 @@ def read_histories_file(path: str | Path) -> pl.DataFrame:
     Read by the data pipeline's reader, so a ragged line, an empty id, a non-numeric timestamp or a missing
     column is reported with its file, line and column. Without a timestamp column, file order is the order.
     """
+    return read_histories_located(path)[0]
+
+
+def read_histories_located(path: str | Path) -> tuple[pl.DataFrame, Locator]:
+    """:func:`read_histories_file` and where each of its rows is in the file: the physical line of a text
+    file (the header is line 1, blank lines count, as ``recsys prepare`` counts them) or the row of a
+    parquet file, for :func:`histories_from_frame`'s errors."""
     file = Path(path)
     if not file.is_file():
         raise SourceNotFoundError("file not found", path=file, expected="a histories file")
@@ -499,4 +529,9 @@ def read_histories_file(path: str | Path) -> pl.DataFrame:
             raise
         frame, info = _read_interactions(file, None)
     renamed = {USER: USER_ID, ITEM: ITEM_ID, **({} if info.implied_order else {TIMESTAMP: TIMESTAMP_ID})}
-    return frame.select(list(renamed)).rename(renamed)
+    rows = frame[ROW].to_numpy()
+
+    def locate(row: int) -> dict[str, int]:
+        return info.locate(int(rows[row]))
+
+    return frame.select(list(renamed)).rename(renamed), locate

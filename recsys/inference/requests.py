@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from recsys.config import ConfigError, RecsysConfig
-from recsys.data.errors import UnknownIdError
+from recsys.data.errors import EmptyResultError, UnknownIdError
 from recsys.data.prepared import PreparedDataset
 from recsys.data.sequences import Sequences
 from recsys.inference.recommend import (
@@ -21,7 +21,7 @@ from recsys.inference.recommend import (
     USER_ID,
     encode_known,
     histories_from_frame,
-    read_histories_file,
+    read_histories_located,
     read_id_file,
     select_rows,
 )
@@ -81,8 +81,10 @@ def gather_inputs(
     sources = {"users": str(users), **({"histories": str(histories)} if histories else {})}
     file_seq, file_ids, unknown_items = Sequences.empty(), pl.Series(USER_ID, []), 0
     if histories is not None:
-        frame = read_histories_file(histories)
-        file_seq, ids, unknown_items = histories_from_frame(frame, bundle, unknown=policy, source=histories)
+        frame, locate = read_histories_located(histories)
+        file_seq, ids, unknown_items = histories_from_frame(
+            frame, bundle, unknown=policy, source=histories, locate=locate
+        )
         file_ids = pl.Series(USER_ID, ids)
 
     listed = None if str(users) == "all" else read_id_file(users, USER_ID).unique(maintain_order=True)
@@ -119,6 +121,8 @@ def gather_inputs(
         known_seq = full if len(rows) == len(full) else select_rows(full, rows)
         known_ids = dataset.users.ids.gather(rows).rename(USER_ID)
 
+    if not len(known_seq) and not len(file_seq):
+        _no_users(cfg, users, histories, unknown_users)
     known_ids, file_ids = _same_dtype(known_ids, file_ids)
     return ScoringInputs(
         histories=concat_sequences(known_seq, file_seq),
@@ -132,12 +136,39 @@ def gather_inputs(
     )
 
 
-def item_list(bundle: Bundle, path: Path | None, policy: str) -> tuple[np.ndarray | None, int]:
+def _no_users(cfg: RecsysConfig, users: str | Path, histories: Path | None, unknown: int) -> None:
+    """Every listed user was unknown and dropped (``data.unknown_ids: drop``): say so, never write nothing."""
+    raise EmptyResultError(
+        f"none of the listed users is in the prepared dataset {cfg.data.output_dir}"
+        + (" or in --histories" if histories is not None else "")
+        + f" ({unknown} unknown, dropped by data.unknown_ids: drop)",
+        path=users,
+        column=USER_ID,
+        expected="at least one user the model can score",
+    )
+
+
+def item_list(
+    bundle: Bundle, path: Path | None, policy: str, *, deny: bool = False
+) -> tuple[np.ndarray | None, int]:
+    """Item indices of an ``--allow`` (``deny=False``) or ``--deny`` file and the number of unknown ids.
+
+    An empty deny list denies nothing. An allow list must name at least one item the model knows: an
+    empty one would silently turn every user's recommendations into zero rows.
+    """
     if path is None:
         return None, 0
-    ids = read_id_file(path, ITEM_ID)
+    ids = read_id_file(path, ITEM_ID, allow_empty=deny)
     index = encode_known(bundle.items, ids)
     unknown = int((index < 0).sum())
+    if not deny and unknown == len(ids):
+        raise EmptyResultError(
+            f"none of the {len(ids)} allow-list item id(s) is known to the model, e.g. "
+            f"{ids.head(5).to_list()}; every recommendation would be filtered out",
+            path=path,
+            column=ITEM_ID,
+            expected="items of the model's vocabulary",
+        )
     if unknown and policy == "error":
         examples = ids.filter(pl.Series(index < 0)).head(5).to_list()
         raise UnknownIdError(

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 import recsys
 from recsys.data.errors import DataError
+from recsys.data.staging import make_readable
 
 __all__ = [
     "MANIFEST",
@@ -138,6 +139,7 @@ def publish(staging: Path, target: Path) -> Path:
     if not (staging / MANIFEST).is_file():
         raise RuntimeError(f"{staging}: no {MANIFEST}; refusing to publish an incomplete output")
     check_target(target)
+    make_readable(staging)  # readable by other accounts, like any other file (mkdtemp makes 0700)
     if target.exists():
         retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
         target.rename(retired)

@@ -32,6 +32,7 @@ import torch
 from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset, dataset_fingerprint
 from recsys.data.sequences import Sequences
+from recsys.data.staging import make_readable
 from recsys.evaluation.baselines import EvalResult, Scorer, evaluate_scorer, fit_baselines
 from recsys.evaluation.breakdown import breakdowns, save_breakdown
 from recsys.evaluation.popularity import plot_popularity, recommendation_popularity
@@ -155,6 +156,7 @@ def _save(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         written = _write_outputs(staging, results, popularity, cfg, k_plot)
+        make_readable(staging)  # mkdtemp makes 0700: readable by other accounts, like any other output
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

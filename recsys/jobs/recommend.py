@@ -125,7 +125,7 @@ def run(
     policy = cfg.data.unknown_ids
     inputs = gather_inputs(cfg, bundle, users, Path(histories) if histories is not None else None)
     allow_idx, unknown_allow = item_list(bundle, Path(allow) if allow else None, policy)
-    deny_idx, unknown_deny = item_list(bundle, Path(deny) if deny else None, policy)
+    deny_idx, unknown_deny = item_list(bundle, Path(deny) if deny else None, policy, deny=True)
     blocked = blocked_items(bundle.n_items, allow=allow_idx, deny=deny_idx)
     exclude_seen = cfg.inference.exclude_seen and not include_seen
     apply_threads(cfg.runtime)

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from recsys.config import RecsysConfig
+from recsys.data.staging import writing
 from recsys.inference.parts import RANK, SCORE, SIMILAR_ITEM_ID, IdTable, PartBuffer
 from recsys.inference.recommend import ITEM_ID, TopK
 from recsys.inference.requests import check_k
@@ -93,18 +94,20 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     }
     with tracked_run(cfg, "similar-items", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
-        staging = create_staging(out)
+        with writing(out, elsewhere="another --out"):
+            staging = create_staging(out)
         started = time.perf_counter()
         try:
-            buffer = PartBuffer(PartWriter(staging), per_part, to_table)
-            blocks: Iterable[TopK] = similar_items(
-                bundle.model, k, batch_size=cfg.inference.batch_size, device=resolve_device(cfg.runtime)
-            )
-            for top in blocks:
-                buffer.add(top)
-            buffer.flush()
-            write_manifest(staging, {**manifest, "world_size": 1})
-            publish(staging, out)
+            with writing(out, elsewhere="another --out"):
+                buffer = PartBuffer(PartWriter(staging), per_part, to_table)
+                blocks: Iterable[TopK] = similar_items(
+                    bundle.model, k, batch_size=cfg.inference.batch_size, device=resolve_device(cfg.runtime)
+                )
+                for top in blocks:
+                    buffer.add(top)
+                buffer.flush()
+                write_manifest(staging, {**manifest, "world_size": 1})
+                publish(staging, out)
         except BaseException:
             discard(staging)
             raise

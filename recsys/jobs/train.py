@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from recsys.config import RecsysConfig
@@ -13,10 +16,13 @@ from recsys.inference.scoring import ModelScorer
 from recsys.tracking.curves import log_learning_curve
 from recsys.tracking.names import dataset_name
 from recsys.tracking.pyfunc import log_pyfunc_model
+from recsys.tracking.resume import RunRecord, recorded_run_id
 from recsys.tracking.run import tracked_run
 from recsys.tracking.tracker import Tracker
 from recsys.training.datamodule import TrainingData
 from recsys.training.fit import FitResult, fit
+from recsys.training.lock import output_lock
+from recsys.training.resume import check_resume
 
 __all__ = ["TrainResult", "run", "validation_baselines"]
 
@@ -119,9 +125,31 @@ def _log_results(tracker: Tracker, result: TrainResult) -> None:
     tracker.log_dict({"history": result.fit.history}, "history.json")
 
 
+@contextmanager
+def _locked_run(cfg: RecsysConfig, *, resume: bool) -> Iterator[Tracker]:
+    """Lock ``train.output_dir``, check a ``--resume`` checkpoint, then open (or continue) the run.
+
+    In that order, so that a busy directory or a missing or mismatched checkpoint is refused before
+    any MLflow run is opened or any data is prepared.
+    """
+    with output_lock(cfg.train.output_dir):
+        previous = None
+        if resume:
+            last = Path(cfg.train.output_dir) / "checkpoints" / "last.ckpt"
+            check_resume(cfg, last)  # the data fingerprint is compared by fit, once the data is ready
+            previous = recorded_run_id(last)
+        with tracked_run(cfg, "train", dataset=dataset_name(cfg), resume_run_id=previous) as tracker:
+            yield tracker
+
+
 def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
-    """Prepare the data (reused when unchanged), train, validate against baselines, log to MLflow."""
-    with tracked_run(cfg, "train", dataset=dataset_name(cfg)) as tracker:
+    """Prepare the data (reused when unchanged), train, validate against baselines, log to MLflow.
+
+    ``train.output_dir`` is locked for the whole job: a second job on it is refused at once
+    (:class:`~recsys.training.lock.OutputDirBusyError`, naming the holder's pid). With ``resume`` the
+    checkpoint must exist and match the config, and the MLflow run that wrote it is continued.
+    """
+    with _locked_run(cfg, resume=resume) as tracker:
         outcome = prepare(cfg.data)
         dataset = PreparedDataset.load(outcome.path)
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=cfg.data.source.path)
@@ -129,7 +157,9 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
             if (outcome.path / name).is_file():
                 tracker.log_artifact(outcome.path / name, "data")
         logger = tracker.lightning_logger()
-        fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [])
+        # Every checkpoint records the run that wrote it, so that --resume continues that run.
+        record = [RunRecord(tracker.run_id)] if tracker.run_id else []
+        fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [], callbacks=record)
         # runtime.precision is logged as configured (auto); this is what it resolved to on this machine.
         tracker.log_params({"precision": fitted.precision})
         result = TrainResult(

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
 
 import recsys
 from recsys.config import RecsysConfig, flatten, to_yaml
@@ -84,6 +85,9 @@ def _is_global_rank_zero() -> bool:
     return True
 
 
+_ERROR_TAGS = ("error.type", "error.message", "error.traceback_tail")
+
+
 def _record_error(tracker: Tracker, exc: BaseException) -> None:
     """Put the error on the run (tags + ``error.txt``) without ever hiding the original exception."""
     try:
@@ -120,6 +124,32 @@ def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status)
 
 
+def _resumable(client: MlflowClient, run_id: str, experiment_id: str) -> Run | None:
+    """The run to continue, if it exists in this store and experiment and is not deleted."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        return None
+    return run
+
+
+def _continue(client: MlflowClient, tracker: Tracker, previous: Run, params: dict[str, object]) -> None:
+    """Params and tags of a resumed run: new params logged, changed ones and the old error as tags."""
+    changed = tracker.log_new_params(params)
+    tags: dict[str, str] = {}
+    if changed:
+        tags["resume.changed_params"] = "; ".join(changed)
+    error = previous.data.tags.get("error.message")
+    if error is not None:
+        tags["resume.previous_error"] = f"{previous.data.tags.get('error.type', 'error')}: {error}"
+        for key in _ERROR_TAGS:
+            if key in previous.data.tags:
+                client.delete_tag(previous.info.run_id, key)
+    tracker.set_tags(tags)
+
+
 @contextmanager
 def tracked_run(
     cfg: RecsysConfig,
@@ -129,6 +159,7 @@ def tracked_run(
     run_name: str | None = None,
     nested: bool = False,
     parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Tracker]:
     """Run the body inside an MLflow run and yield its ``Tracker`` (a no-op one if tracking is disabled).
 
@@ -146,6 +177,10 @@ def tracked_run(
         nested: start under the currently active run (the fluent MLflow stack of this thread).
         parent_run_id: start under this run; use it from worker threads or processes, where the parent
             is not on the local MLflow stack (Optuna ``n_jobs > 1``).
+        resume_run_id: continue this run (``train --resume``) when it is in this store's experiment:
+            tagged ``resumed``, params it lacks are logged (changed ones listed in the tag
+            ``resume.changed_params``, MLflow cannot change them) and the previous attempt's ``error.*``
+            tags become ``resume.previous_error``. Otherwise a new run tagged ``resumed_from``.
     """
     if not cfg.tracking.enabled or not _is_global_rank_zero():
         yield Tracker.disabled()
@@ -164,13 +199,17 @@ def tracked_run(
         run_name = "-".join(
             [pipeline, *([dataset] if dataset else []), datetime.now().strftime("%Y%m%d-%H%M%S")]
         )
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        nested=nested or parent_run_id is not None,
-        parent_run_id=parent_run_id,
-        tags=tags,
-    )
+    previous = _resumable(client, resume_run_id, experiment_id) if resume_run_id else None
+    if previous is not None:
+        run = mlflow.start_run(run_id=previous.info.run_id, tags={**tags, "resumed": "true"})
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            nested=nested or parent_run_id is not None,
+            parent_run_id=parent_run_id,
+            tags={**tags, **({"resumed_from": resume_run_id} if resume_run_id else {})},
+        )
     run_id = run.info.run_id
     tracker = Tracker(
         client,
@@ -181,7 +220,10 @@ def tracked_run(
         dataset=dataset,
     )
     try:
-        tracker.log_params(flatten(cfg))
+        if previous is None:
+            tracker.log_params(flatten(cfg))
+        else:
+            _continue(client, tracker, previous, flatten(cfg))
         tracker.log_text(to_yaml(cfg), "config.yaml")
         yield tracker
     except BaseException as exc:

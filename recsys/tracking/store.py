@@ -8,6 +8,7 @@ epoch.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -82,10 +83,11 @@ def _sqlite_path(uri: str) -> tuple[Path | None, str]:
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast with ``TrackingError`` (naming ``uri``) if runs cannot be written there.
 
-    http(s): one GET of ``/health`` with a short timeout. MLflow's own client retries with backoff for
-    minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``), which is right mid-run but wrong before training starts.
-    Any HTTP answer below 500 counts as reachable (a proxy may not route ``/health``; auth errors surface
-    with MLflow's own message on the first call). SQLite: the database's folder must exist and be
+    http(s): one read-only MLflow API call with a short timeout. MLflow's own client retries with backoff
+    for minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``), which is right mid-run but wrong before training
+    starts. The answer must be MLflow's JSON (found or not found), so a web server that is not MLflow (a
+    wrong port, a proxy's landing page) is named at once; 401/403 pass (auth errors surface with MLflow's
+    own message on the first call). SQLite: the database's folder must exist and be
     writable. Other database URLs with a host get a TCP connect; anything else is left to MLflow.
     """
     parsed = urllib.parse.urlsplit(uri)
@@ -113,18 +115,41 @@ def _unreachable(uri: str, reason: str) -> str:
     )
 
 
+_PROBE_PATH = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+"""One read-only MLflow REST call: a tracking server answers it with JSON, found or not."""
+
+
 def _probe_http(uri: str, timeout: float) -> None:
-    url = uri.rstrip("/") + "/health"
+    """The server must answer an MLflow API call like MLflow: any web server answers ``/health``."""
+    url = uri.rstrip("/") + _PROBE_PATH
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, kind, body = response.status, response.headers.get_content_type(), response.read(65536)
     except urllib.error.HTTPError as exc:
-        if exc.code < 500:
-            return
-        raise TrackingError(_unreachable(uri, f"HTTP {exc.code} from {url}")) from None
+        if exc.code >= 500:
+            raise TrackingError(_unreachable(uri, f"HTTP {exc.code} from {url}")) from None
+        if exc.code in (401, 403):
+            return  # an MLflow server behind auth: MLflow's own client reports the credentials problem
+        status, kind, body = exc.code, exc.headers.get_content_type(), exc.read(65536)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(_unreachable(uri, str(reason))) from None
+    if not _mlflow_answer(body):
+        raise TrackingError(
+            f"{uri} answers HTTP but is not an MLflow tracking server (GET {_PROBE_PATH.split('?')[0]} "
+            f"gave HTTP {status}, {kind}, not MLflow's JSON). Point tracking.tracking_uri / "
+            "$MLFLOW_TRACKING_URI at the MLflow server itself (e.g. http://host:5000), or set "
+            "tracking.enabled=false."
+        )
+
+
+def _mlflow_answer(body: bytes) -> bool:
+    """An MLflow REST answer: a JSON object with the experiment, or with MLflow's ``error_code``."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and ("experiment" in answer or "error_code" in answer)
 
 
 def _check_sqlite(uri: str) -> None:

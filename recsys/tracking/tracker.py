@@ -129,6 +129,25 @@ class Tracker:
         for chunk in _chunks(entries, _MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(run_id, params=chunk)
 
+    def log_new_params(self, params: Mapping[str, Any]) -> list[str]:
+        """On a resumed run: log the params the run does not have yet; MLflow forbids changing a logged
+        value, so return ``"key: old -> new"`` for each one that differs instead."""
+        active = self._active()
+        if active is None or not params:
+            return []
+        client, run_id = active
+        logged = client.get_run(run_id).data.params
+        fresh: dict[str, Any] = {}
+        changed: list[str] = []
+        for key, value in params.items():
+            old = logged.get(metric_name(key))
+            if old is None:
+                fresh[key] = value
+            elif old != _param_value(value):
+                changed.append(f"{key}: {old} -> {_param_value(value)}")
+        self.log_params(fresh)
+        return changed
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags (values as text, truncated at MLflow's 8000 characters); tags can be overwritten."""
         active = self._active()

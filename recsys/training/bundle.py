@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from recsys import __version__
 from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+from recsys.data.staging import make_readable
 from recsys.data.vocab import Vocabulary
 from recsys.model.bert4rec import BERT4Rec
 
@@ -122,6 +123,7 @@ def save_bundle(
             **(extra or {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        make_readable(tmp)  # a serving account must read it: mkdtemp makes 0700, safetensors 0600 files
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)

@@ -29,8 +29,11 @@ from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset, dataset_fingerprint
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
+from recsys.training.divergence import DivergenceGuard, check_finite_weights
+from recsys.training.lock import output_lock
 from recsys.training.module import BERT4RecModule, metric_key
 from recsys.training.precision import resolve_precision
+from recsys.training.resume import ResumeRecord, check_resume
 from recsys.training.runtime import apply_threads, world_size
 
 log = logging.getLogger("recsys.train")
@@ -150,15 +153,38 @@ def fit(
 ) -> FitResult:
     """Train on the events of :func:`training_data`, validate every epoch, keep best and last checkpoints.
 
-    With ``resume=True`` training continues from ``<output_dir>/checkpoints/last.ckpt`` (if present);
+    With ``resume=True`` training continues from ``<output_dir>/checkpoints/last.ckpt``, which must exist
+    and come from the same model, objective and data (:func:`~recsys.training.resume.check_resume`);
     because batches, masks and dropout are seeded per epoch, the result equals an uninterrupted run.
+    The output directory is locked for the whole call (:func:`~recsys.training.lock.output_lock`), and a
+    diverged run raises :class:`~recsys.training.divergence.TrainingDivergedError` without writing a bundle.
     """
+    with output_lock(cfg.train.output_dir):
+        return _fit(
+            cfg, dataset, resume=resume, loggers=loggers, callbacks=callbacks, write_bundle=write_bundle
+        )
+
+
+def _fit(
+    cfg: RecsysConfig,
+    dataset: PreparedDataset,
+    *,
+    resume: bool,
+    loggers: Sequence[Logger],
+    callbacks: Sequence[Callback],
+    write_bundle: bool,
+) -> FitResult:
+    """The body of :func:`fit` (long, but one straight sequence: set up, train, pick the best, write)."""
     tcfg, runtime = cfg.train, cfg.runtime
     apply_threads(runtime)
     precision = resolve_precision(runtime)
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     out = Path(tcfg.output_dir)
     ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    fingerprint = dataset_fingerprint(dataset)
+    if resume:
+        check_resume(cfg, last, fingerprint)
     datamodule = SequenceDataModule(
         dataset, cfg.model, cfg.masking, tcfg, cfg.eval, num_workers=runtime.num_workers
     )
@@ -192,6 +218,8 @@ def fit(
         latest,
         EarlyStopping(monitor=MONITOR, mode="max", patience=tcfg.patience, check_on_train_epoch_end=False),
         history,
+        DivergenceGuard(),
+        ResumeRecord(cfg, fingerprint),
         *callbacks,
     ]
     if tcfg.ema_decay is not None:
@@ -221,9 +249,8 @@ def fit(
         deterministic=False,
         default_root_dir=str(out),
     )
-    last = ckpt_dir / "last.ckpt"
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - t0
 
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
@@ -242,6 +269,7 @@ def fit(
             best = max(scored, key=lambda r: r[MONITOR])
             best_val = {k: v for k, v in best.items() if k.startswith("val_")}
             best_epoch = int(best["epoch"])
+    check_finite_weights(module)
     bundle_path: Path | None = None
     if write_bundle and trainer.is_global_zero:
         bundle_path = _write_bundle(

@@ -15,7 +15,7 @@ import pytest
 
 from recsys.data.errors import OutputWriteError
 from recsys.data.pipeline import prepare
-from recsys.data.staging import create_staging, remove_stale, writing
+from recsys.data.staging import create_staging, make_readable, remove_stale, writing
 from recsys.data.synthetic import write_log
 from tests.data.conftest import data_config, fill, killed_mid_write, small_tmpfs
 
@@ -103,3 +103,26 @@ def test_disk_full_is_one_clear_error_and_leaves_nothing(tmp_path: Path, free_ki
         message = str(caught.value)
         assert re.match(rf"no space left on device while writing {re.escape(str(target))}/\S+;", message)
         assert list(disk.iterdir()) == [filler]
+
+
+@pytest.mark.parametrize(("umask", "folder", "file"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_make_readable_gives_ordinary_modes_less_the_umask(
+    tmp_path: Path, umask: int, folder: int, file: int
+) -> None:
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as every staging directory starts
+    (staging / "sub").mkdir(mode=0o700)
+    (staging / "sub" / "weights.bin").write_bytes(b"w")
+    (staging / "sub" / "weights.bin").chmod(0o600)  # what safetensors writes
+    (staging / "link").symlink_to(tmp_path)
+    tmp_path.chmod(0o711)
+    old = os.umask(umask)
+    try:
+        make_readable(staging)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(staging).as_posix(): p.lstat().st_mode & 0o777 for p in staging.rglob("*")}
+    assert staging.stat().st_mode & 0o777 == folder
+    assert modes["sub"] == folder and modes["sub/weights.bin"] == file
+    assert tmp_path.stat().st_mode & 0o777 == 0o711  # the link was not followed

@@ -161,7 +161,8 @@ def test_histories_file_scores_new_users_from_that_history(setup: Setup, tmp_pat
     hist.write_text(
         "user_id,item_id,timestamp\nnew1,5,20\nnew1,3,10\nnew2,7,1\nnew1,999,30\n", encoding="utf-8"
     )
-    with pytest.raises(UnknownIdError, match=r"hist\.csv, row 3, column 'item_id'"):
+    # Located by physical line as prepare does (the header is line 1): the 4th data row is line 5.
+    with pytest.raises(UnknownIdError, match=r"hist\.csv, line 5, column 'item_id'"):
         recommend.run(setup.cfg, model=setup.bundle, k=K, users="all", histories=hist, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
 

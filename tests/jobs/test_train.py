@@ -73,7 +73,14 @@ def test_crashing_training_is_marked_failed_and_stays_resumable(
     monkeypatch.setattr(module_mod.BERT4RecModule, "on_train_epoch_start", original)
     resumed = train.run(cfg, resume=True)
     assert resumed.fit.epochs == 3
-    assert client.get_run(resumed.run_id).info.status == "FINISHED"
+    # The failed run itself is continued: FINISHED now, the old error kept as a resume note only.
+    assert resumed.run_id == failed.info.run_id
+    run = client.get_run(failed.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
+    assert "error.message" not in run.data.tags
+    assert run.data.tags["resume.previous_error"] == "RuntimeError: disk on fire"
+    steps = [m.step for m in client.get_metric_history(failed.info.run_id, "val_ndcg_at_10")]
+    assert steps == [0, 1, 2]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
 
 
 def test_unreachable_tracking_uri_fails_before_training(
