@@ -7,7 +7,7 @@ manifest, atomic publish. Bar: <= 2 s (RecTools: 13.2 s). The prepared ML-1M com
 ``../shared/data/ml-1m/ml-1m.txt`` (``sasrec_txt``, at least 5 interactions per user and item).
 
 Bar 2 (``large``): 1,000,000 synthetic users with 20-50 items each over a 100,000-item catalogue, an
-untrained model of the same shape, scored by ``recsys.inference.predict.write_recommendations`` (the path
+untrained model of the same shape, scored by ``recsys.inference.batch.write_recommendations`` (the path
 ``run`` uses) into parquet parts. Runs in a fresh subprocess that reports its own peak RSS
 (``resource.getrusage``). Bar: peak RSS <= 4 GiB; prints users/s.
 
@@ -67,8 +67,9 @@ def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import torch
 
+    from recsys.data.fingerprint import dataset_fingerprint
     from recsys.data.pipeline import prepare
-    from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+    from recsys.data.prepared import PreparedDataset
     from recsys.jobs import recommend
     from recsys.model.bert4rec import BERT4Rec
     from recsys.training.bundle import save_bundle
@@ -79,17 +80,20 @@ def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
         work = Path(tmp)
         cfg = _ml1m_config(work, args.data, args.batch_size)
         dataset = PreparedDataset.load(prepare(cfg.data, plot=False).path)
-        torch.manual_seed(0)
-        model = BERT4Rec(dataset.n_items, cfg.model).eval()
-        bundle = save_bundle(
-            work / "run" / "model",
-            model,
-            cfg,
-            dataset.users,
-            dataset.items,
-            dataset.item_counts(),
-            data_fingerprint=dataset_fingerprint(dataset),
-        )
+        if args.bundle is not None:  # a trained bundle (its items must be this dataset's)
+            bundle = args.bundle
+        else:
+            torch.manual_seed(0)
+            model = BERT4Rec(dataset.n_items, cfg.model).eval()
+            bundle = save_bundle(
+                work / "run" / "model",
+                model,
+                cfg,
+                dataset.users,
+                dataset.items,
+                dataset.item_counts(),
+                data_fingerprint=dataset_fingerprint(dataset),
+            )
         walls: list[float] = []
         cpus: list[float] = []
         results = []
@@ -135,7 +139,9 @@ def large_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from recsys.config import load_config
     from recsys.data.sequences import Sequences
-    from recsys.inference.predict import write_recommendations
+    from recsys.data.vocab import Vocabulary
+    from recsys.inference.batch import write_recommendations
+    from recsys.inference.recommender import Recommender
     from recsys.model.bert4rec import BERT4Rec
 
     rss_import = _peak_rss()
@@ -164,8 +170,10 @@ def large_worker(args: argparse.Namespace) -> dict[str, Any]:
     rss_data = _peak_rss()
     with tempfile.TemporaryDirectory(prefix="bench-recommend-large-") as tmp:
         t0 = time.perf_counter()
+        users = Vocabulary(user_ids)
+        recommender = Recommender(model, users, Vocabulary(item_ids, offset=1), batch_size=args.batch_size)
         manifest = write_recommendations(
-            model, histories, user_ids, item_ids, Path(tmp) / "recs", cfg=cfg, k=10, exclude_seen=True
+            recommender, histories, user_ids, Path(tmp) / "recs", cfg=cfg, k=10, exclude_seen=True
         )
         seconds = time.perf_counter() - t0
     peak = _peak_rss()
@@ -223,6 +231,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=1024, help="inference.batch_size")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for ml1m (0: torch's default)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="A trained ML-1M bundle for ml1m (default: an untrained one).",
+    )
     args = parser.parse_args()
     if args.bar == "large-worker":
         print(json.dumps(large_worker(args)))

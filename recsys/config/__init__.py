@@ -6,55 +6,8 @@ dotted path, and every field carries a one-line description that doubles as docu
 config). YAML files under ``configs/`` mirror these classes one to one.
 """
 
+from recsys.config import sections as _sections
 from recsys.config.loading import apply_overrides, flatten, load_config, to_yaml
-from recsys.config.sections import (
-    CleaningConfig,
-    ColumnsConfig,
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    FullSoftmaxLoss,
-    GBCELoss,
-    InferenceConfig,
-    LossConfig,
-    MaskingConfig,
-    ModelConfig,
-    OptimizerConfig,
-    Precision,
-    RecsysConfig,
-    RuntimeConfig,
-    SampledSoftmaxLoss,
-    ScheduleConfig,
-    SourceConfig,
-    SplitConfig,
-    TrackingConfig,
-    TrainConfig,
-)
+from recsys.config.sections import *  # noqa: F403  (exactly sections.__all__, listed once there)
 
-__all__ = [
-    "CleaningConfig",
-    "ColumnsConfig",
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "FullSoftmaxLoss",
-    "GBCELoss",
-    "InferenceConfig",
-    "LossConfig",
-    "MaskingConfig",
-    "ModelConfig",
-    "OptimizerConfig",
-    "Precision",
-    "RecsysConfig",
-    "RuntimeConfig",
-    "SampledSoftmaxLoss",
-    "ScheduleConfig",
-    "SourceConfig",
-    "SplitConfig",
-    "TrackingConfig",
-    "TrainConfig",
-    "apply_overrides",
-    "flatten",
-    "load_config",
-    "to_yaml",
-]
+__all__ = [*_sections.__all__, "apply_overrides", "flatten", "load_config", "to_yaml"]

@@ -21,7 +21,9 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "Precision",
+    "ReaderFormat",
     "RecsysConfig",
+    "ResolvedFormat",
     "RuntimeConfig",
     "SampledSoftmaxLoss",
     "ScheduleConfig",
@@ -41,8 +43,7 @@ class _Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------------- data
-ReaderFormat = Literal[
-    "auto",
+ResolvedFormat = Literal[
     "csv",
     "tsv",
     "parquet",
@@ -52,6 +53,8 @@ ReaderFormat = Literal[
     "sequence_per_line",
     "recbole_inter",
 ]
+"""A file format once sniffed (what the readers dispatch on)."""
+ReaderFormat = Literal["auto", ResolvedFormat]
 
 
 class ColumnsConfig(_Section):

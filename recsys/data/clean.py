@@ -157,20 +157,28 @@ def _check_timestamps(frame: pl.DataFrame, info: SourceInfo) -> None:
         )
 
 
+def _keep_where(
+    frame: pl.DataFrame, step: str, column: str, keep: pl.Expr, info: SourceInfo, **details: Any
+) -> tuple[pl.DataFrame, FilterStats]:
+    """The rows where ``keep`` holds, for the cleaning setting ``step`` that needs ``column``."""
+    if column not in frame.columns:
+        raise MissingColumnError(
+            f"cleaning.{step} is set but the source has no {column} column",
+            path=info.path,
+            expected=f"source.columns.{column} naming the {column} column",
+        )
+    kept = frame.lazy().filter(keep).collect()
+    return kept, _stats(step, frame, kept, **details)
+
+
 def filter_event_types(
     frame: pl.DataFrame, event_types: list[str] | None, info: SourceInfo
 ) -> tuple[pl.DataFrame, FilterStats]:
     """Keep only rows whose event type is listed (no-op when ``event_types`` is None)."""
     if event_types is None:
         return frame, FilterStats("event_types", 0, 0, 0)
-    if EVENT not in frame.columns:
-        raise MissingColumnError(
-            "cleaning.event_types is set but the source has no event column",
-            path=info.path,
-            expected="source.columns.event naming the event-type column",
-        )
-    kept = frame.lazy().filter(pl.col(EVENT).is_in(event_types)).collect()
-    return kept, _stats("event_types", frame, kept, event_types=list(event_types))
+    keep = pl.col(EVENT).is_in(event_types)
+    return _keep_where(frame, "event_types", EVENT, keep, info, event_types=list(event_types))
 
 
 def filter_rating(
@@ -179,14 +187,9 @@ def filter_rating(
     """Implicit feedback: keep rows with ``rating >= threshold`` (no-op when None; null ratings go)."""
     if threshold is None:
         return frame, FilterStats("rating_threshold", 0, 0, 0)
-    if RATING not in frame.columns:
-        raise MissingColumnError(
-            "cleaning.rating_threshold is set but the source has no rating column",
-            path=info.path,
-            expected="source.columns.rating naming the rating column",
-        )
-    kept = frame.lazy().filter(pl.col(RATING) >= threshold).collect()
-    return kept, _stats("rating_threshold", frame, kept, threshold=threshold)
+    return _keep_where(
+        frame, "rating_threshold", RATING, pl.col(RATING) >= threshold, info, threshold=threshold
+    )
 
 
 def sort_chronologically(frame: pl.DataFrame, n_users: int) -> pl.DataFrame:

@@ -7,6 +7,7 @@ user can open the file at the right place. Subclasses let callers and tests tell
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "SourceFormatError",
     "SourceNotFoundError",
     "UnknownIdError",
+    "require_columns",
 ]
 
 
@@ -89,6 +91,20 @@ class SourceFormatError(DataError):
 
 class MissingColumnError(DataError):
     """A configured column is not in the file; the message lists the available ones."""
+
+
+def require_columns(
+    columns: Sequence[str], needed: Sequence[str], *, path: str | Path | None, expected: str
+) -> None:
+    """Raise :class:`MissingColumnError` for the first of ``needed`` that is not in ``columns``."""
+    for column in needed:
+        if column not in columns:
+            raise MissingColumnError(
+                f"no column {column!r}; the columns are {list(columns)}",
+                path=path,
+                column=column,
+                expected=expected,
+            )
 
 
 class DelimiterError(DataError):

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,19 +27,20 @@ from recsys.data.clean import (
     validate,
 )
 from recsys.data.columns import ITEM, ROW, SPLIT, TIMESTAMP, USER
+from recsys.data.fingerprint import fingerprint
 from recsys.data.prepared import (
+    PreparedManifest,
     check_target,
     find_reusable,
-    fingerprint,
     make_manifest,
     write_prepared,
 )
 from recsys.data.readers import read_interactions
-from recsys.data.report import build_report, warm_up_plotting
+from recsys.data.report import DataReport, build_report, warm_up_plotting
 from recsys.data.source import SourceInfo
 from recsys.data.split import SplitSummary, assign_split
-from recsys.data.staging import remove_stale
 from recsys.data.vocab import ITEM_OFFSET, USER_OFFSET, Vocabulary, dense_codes
+from recsys.io import remove_stale
 
 __all__ = ["Built", "PrepareOutcome", "build", "prepare"]
 
@@ -185,8 +185,8 @@ class PrepareOutcome:
 
     path: Path
     reused: bool
-    manifest: dict[str, Any]
-    report: dict[str, Any]
+    manifest: PreparedManifest
+    report: DataReport
     timings: dict[str, float] = field(default_factory=dict)
 
 

@@ -54,7 +54,7 @@ from recsys.data.sniff import ResolvedFormat, Sample, read_sample, sniff_format
 from recsys.data.source import SourceInfo
 from recsys.data.text_reader import collect_text, scan_text
 
-__all__ = ["Scan", "SourceInfo", "read_interactions", "scan_interactions"]
+__all__ = ["Scan", "SourceInfo", "check_is_file", "read_interactions", "scan_interactions"]
 
 
 def _scan_parquet(source: SourceConfig, sample: Sample) -> Scan:
@@ -71,21 +71,22 @@ def _scan_parquet(source: SourceConfig, sample: Sample) -> Scan:
     return Scan(lazy=canonical(lazy, info), info=info)
 
 
-def _check_is_file(path: Path) -> None:
-    """A missing path, a directory and a special file are three different mistakes: say which."""
+def check_is_file(path: Path, what: str = "an interaction log file") -> None:
+    """A missing path, a directory and a special file are three different mistakes: say which.
+
+    ``what`` names the file expected there (``"an interaction log file"``, ``"a file of user_ids"``).
+    """
     if path.is_file():
         return
     if path.is_dir():
         inside = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         listing = f" (it holds {', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})" if inside else ""
         raise NotAFileError(
-            f"is a directory, expected a file{listing}",
-            path=path,
-            expected="the path of an interaction log file inside it",
+            f"is a directory, expected a file{listing}", path=path, expected=f"the path of {what} inside it"
         )
     if path.exists():
-        raise NotAFileError("is not a regular file", path=path, expected="an interaction log file")
-    raise SourceNotFoundError("file not found", path=path, expected="an existing interaction log")
+        raise NotAFileError("is not a regular file", path=path, expected=what)
+    raise SourceNotFoundError("file not found", path=path, expected=f"an existing {what.split(' ', 1)[-1]}")
 
 
 def scan_interactions(source: SourceConfig) -> Scan:
@@ -96,7 +97,7 @@ def scan_interactions(source: SourceConfig) -> Scan:
     format, missing columns or a wrong delimiter.
     """
     path = source.path
-    _check_is_file(path)
+    check_is_file(path)
     sample = read_sample(path)
     if sample.empty:
         raise EmptySourceError("file is empty", path=path, expected="a header and/or data rows")

@@ -7,14 +7,35 @@ histogram of sequence lengths (:func:`plot_lengths`, matplotlib with the Agg bac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 if TYPE_CHECKING:
     from recsys.data.pipeline import Built
 
-__all__ = ["build_report", "format_table", "length_stats", "plot_lengths", "warm_up_plotting"]
+__all__ = ["DataReport", "build_report", "format_table", "length_stats", "plot_lengths", "warm_up_plotting"]
+
+
+class Counted(TypedDict):
+    rows: int
+    users: int
+    items: int
+
+
+class DataReport(TypedDict):
+    """``report.json`` of a prepared dataset (also in ``recsys prepare --json``)."""
+
+    source: dict[str, str]  # path, format
+    input: Counted
+    users: int
+    items: int
+    interactions: int
+    sparsity: float
+    sequence_length: dict[str, float]  # min, median, mean, p90, max
+    filters: list[dict[str, Any]]  # one entry per cleaning step (FilterStats.to_json)
+    removed: Counted
+    split: dict[str, Any]  # SplitSummary.to_json
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float]:
@@ -31,7 +52,7 @@ def length_stats(lengths: np.ndarray) -> dict[str, float]:
     return {name: round(float(value), 3) for name, value in values.items()}
 
 
-def build_report(built: Built) -> dict[str, Any]:
+def build_report(built: Built) -> DataReport:
     """The report of a built dataset (see the module docstring)."""
     n_users = len(built.users)
     n_items = len(built.items)
@@ -58,7 +79,7 @@ def _num(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_table(report: DataReport) -> str:
     """The report as a plain-text table."""
     width = 22
     lines = [f"Data report: {report['source']['path']} ({report['source']['format']})"]

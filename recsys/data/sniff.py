@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from recsys.config import ResolvedFormat
 from recsys.data.compression import read_gzip
 
 __all__ = [
@@ -26,16 +26,6 @@ __all__ = [
     "split_fields",
 ]
 
-ResolvedFormat = Literal[
-    "csv",
-    "tsv",
-    "parquet",
-    "movielens_dat",
-    "movielens_csv",
-    "sasrec_txt",
-    "sequence_per_line",
-    "recbole_inter",
-]
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"

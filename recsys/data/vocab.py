@@ -111,6 +111,17 @@ class Vocabulary:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def lookup(self, values: pl.Series | np.ndarray | Sequence[Any]) -> np.ndarray:
+        """int64 index of each value, -1 where it is not in the vocabulary (or does not cast to its type)."""
+        series = _as_series(values).cast(self._ids.dtype, strict=False)
+        if not len(self._ids):
+            return np.full(len(series), -1, dtype=np.int64)
+        # Binary search in the sorted ids, then check the id found is really there (nulls never match).
+        pos = self._ids.search_sorted(series).to_numpy().astype(np.int64)
+        candidates = self._ids.gather(np.minimum(pos, len(self._ids) - 1))
+        matched = (candidates == series).fill_null(False).to_numpy()
+        return np.where(matched, pos + self._offset, -1)
+
     def encode(
         self, values: pl.Series | np.ndarray | Sequence[Any], unknown: Literal["error", "drop"] = "error"
     ) -> tuple[np.ndarray, int]:
@@ -124,21 +135,16 @@ class Vocabulary:
         Returns:
             (int64 indices of the known ids in input order, number of unknown ids).
         """
-        series = _as_series(values).cast(self._ids.dtype, strict=False)
-        # Binary search in the sorted ids, then check the id found is really there (nulls never match).
-        pos = self._ids.search_sorted(series).to_numpy().astype(np.int64)
-        matched = np.zeros(len(series), dtype=np.bool_)
-        if len(self._ids):
-            candidates = self._ids.gather(np.minimum(pos, len(self._ids) - 1))
-            matched = (candidates == series).fill_null(False).to_numpy()
-        n_unknown = int(len(series) - matched.sum())
+        index = self.lookup(values)
+        matched = index >= 0
+        n_unknown = int(len(index) - matched.sum())
         if n_unknown and unknown == "error":
             examples = _as_series(values).filter(pl.Series(~matched)).head(5).to_list()
             raise UnknownIdError(
                 f"{n_unknown} id(s) not in the vocabulary, e.g. {examples}",
                 expected="ids seen when the dataset was prepared (or unknown_ids: drop)",
             )
-        return pos[matched] + self._offset, n_unknown
+        return index[matched], n_unknown
 
     def decode(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """Indices -> original ids (a numpy array; object dtype for string ids)."""

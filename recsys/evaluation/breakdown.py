@@ -1,6 +1,6 @@
 """Metrics by user segment: history-length buckets and target-popularity quantile buckets.
 
-Input is the per-user table of :class:`recsys.evaluation.baselines.EvalResult` (``per_user``). Each bucket's
+Input is the per-user table of :class:`recsys.evaluation.protocol.EvalResult` (``per_user``). Each bucket's
 value is the mean over its users, so the user-weighted mean of the bucket rows equals the overall metric.
 Tables are polars DataFrames; plots put the model and the baselines side by side (matplotlib, Agg canvas).
 """
@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from recsys.config import EvalConfig
-from recsys.evaluation.baselines import EvalResult
+from recsys.evaluation.protocol import EvalResult
 
 __all__ = [
     "BreakdownBy",

@@ -1,7 +1,9 @@
 """Ranking metrics, written once: full ranking over the catalogue, and (labelled) sampled ranking.
 
-Validation during training, the ``evaluate`` pipeline and tuning all call this module, so every number the
-project reports comes from the same code.
+Validation during training, the ``evaluate`` pipeline and tuning all call this module (through
+:mod:`recsys.evaluation.protocol`), so every number the project reports comes from the same code. The
+top-k lists come from the one ranking path, :func:`recsys.inference.topk.rank`; the sampled metrics are in
+:mod:`recsys.evaluation.sampled`.
 
 Item columns follow docs/CONTRACTS.md: PAD = 0, real items 1..n_items, MASK = n_items + 1, V = n_items + 2.
 A top-k list may hold PAD (0) in a slot when fewer than k items could be ranked (everything else was
@@ -38,105 +40,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "PAD",
-    "RankingMetrics",
-    "SampleBy",
-    "SampledRankingMetrics",
-    "exclude_items_",
-    "mask_special_",
-    "per_user_metrics",
-    "sample_negatives",
-    "sampled_per_user",
-    "sampled_ranks",
-    "topk",
-]
+from recsys.data.sequences import PAD
 
-PAD = 0
-NEG_INF = float("-inf")
-
-SampleBy = Literal["uniform", "popularity"]
+__all__ = ["PAD", "RankingMetrics", "as_2d", "check_ks", "metric_dtype", "per_user_metrics"]
 
 # Metric families, in the order keys appear in results.
 RANK_METRICS = ("ndcg", "hr", "recall", "mrr", "map", "precision")
 POPULARITY_METRICS = ("popularity", "novelty")
-SAMPLED_METRICS = ("ndcg", "hr", "mrr")
-
-
-# ------------------------------------------------------------------------------------- score masking
-def mask_special_(scores: Tensor) -> Tensor:
-    """Set the PAD (column 0) and MASK (column V-1) scores to -inf in place; returns ``scores``."""
-    scores[:, PAD] = NEG_INF
-    scores[:, -1] = NEG_INF
-    return scores
-
-
-def exclude_items_(scores: Tensor, items: Tensor) -> Tensor:
-    """Set ``scores[b, items[b, j]]`` to -inf in place (e.g. already-seen items); returns ``scores``.
-
-    Args:
-        scores: Float[B, V] scores.
-        items: Long[B, L] item indices, padded with PAD = 0. Padding lands on column 0, the PAD column,
-            which is never a valid recommendation (``mask_special_`` sets it to -inf anyway).
-    """
-    if items.numel():
-        scores.scatter_(1, items.long(), NEG_INF)
-    return scores
-
-
-def topk(scores: Tensor, k: int) -> Tensor:
-    """The k best items per row, best first; Long[B, k].
-
-    Ties are broken by the lower item index, so results do not depend on the platform's sort (a baseline
-    with many equal scores gives the same list on CPU and GPU). Slots whose score is -inf (excluded items,
-    when fewer than k items remain) are returned as PAD = 0, which the metrics treat as empty.
-    """
-    if k < 1:
-        raise ValueError(f"k must be positive, got {k}")
-    n_rows, n_cols = scores.shape
-    k_eff = min(k, n_cols)
-    # One extra column tells whether an item left out ties with the last one kept: only then did torch.topk
-    # pick an arbitrary subset of the tied items, and only those rows (rare for trained models) are redone.
-    values, idx = scores.topk(min(k_eff + 1, n_cols), dim=1)  # [B, k(+1)]
-    if values.shape[1] > k_eff:
-        ambiguous = values[:, k_eff] == values[:, k_eff - 1]
-        values, idx = values[:, :k_eff].contiguous(), idx[:, :k_eff].contiguous()
-        if bool(ambiguous.any()):
-            rows = ambiguous.nonzero().squeeze(1)
-            sub = scores[rows]  # [R, V]
-            boundary = values[rows, -1:]  # [R, 1]
-            n_above = (values[rows] > boundary).sum(1, keepdim=True)  # all of these are in
-            tied = sub == boundary
-            keep = (sub > boundary) | (tied & (tied.cumsum(1, dtype=torch.int32) <= k_eff - n_above))
-            chosen = keep.nonzero()[:, 1].view(-1, k_eff)  # exactly k per row, lowest tied indices
-            idx[rows] = chosen
-            values[rows] = sub.gather(1, chosen)
-    # Order by (score desc, index asc): sort by index, then a stable sort by score.
-    order = idx.argsort(dim=1)
-    idx, values = idx.gather(1, order), values.gather(1, order)
-    order = values.argsort(dim=1, descending=True, stable=True)
-    idx, values = idx.gather(1, order), values.gather(1, order)
-    idx = idx.masked_fill(values == NEG_INF, PAD)
-    if k > k_eff:
-        idx = torch.cat([idx, idx.new_zeros(n_rows, k - k_eff)], dim=1)
-    return idx
 
 
 # ------------------------------------------------------------------------------------ full ranking
-def _check_ks(ks: Sequence[int]) -> list[int]:
+def check_ks(ks: Sequence[int]) -> list[int]:
     out = sorted(set(int(k) for k in ks))
     if not out or out[0] < 1:
         raise ValueError(f"ks must be a non-empty list of positive integers, got {list(ks)}")
     return out
 
 
-def _as_2d(targets: Tensor) -> Tensor:
+def as_2d(targets: Tensor) -> Tensor:
     return (targets.unsqueeze(1) if targets.dim() == 1 else targets).long()
 
 
 def _sorted_targets(targets: Tensor) -> tuple[Tensor, Tensor]:
     """Sorted targets (duplicates kept, for searchsorted) and the number of distinct real targets."""
-    t_sorted = _as_2d(targets).sort(dim=1).values  # [B, T]
+    t_sorted = as_2d(targets).sort(dim=1).values  # [B, T]
     first = torch.ones_like(t_sorted, dtype=torch.bool)
     first[:, 1:] = t_sorted[:, 1:] != t_sorted[:, :-1]
     n_targets = (first & (t_sorted > PAD)).sum(1)  # [B]
@@ -176,7 +103,7 @@ def _popularity_tables(item_counts: np.ndarray | Tensor | None, n_items: int) ->
     return share, info
 
 
-def _metric_dtype(device: torch.device) -> torch.dtype:
+def metric_dtype(device: torch.device) -> torch.dtype:
     # float64 keeps 1M-user sums exact enough; MPS has no float64.
     return torch.float32 if device.type == "mps" else torch.float64
 
@@ -191,7 +118,7 @@ def _per_user(
     if top.shape[0] != targets.shape[0]:
         raise ValueError(f"{top.shape[0]} top-k rows but {targets.shape[0]} target rows")
     top = top[:, :k_max].long()
-    dtype = _metric_dtype(top.device)
+    dtype = metric_dtype(top.device)
     t_sorted, n_targets = _sorted_targets(targets.to(top.device))
     hit = _hits(top, t_sorted).to(dtype)  # [B, K]
 
@@ -249,7 +176,7 @@ def per_user_metrics(
     return_per_user=True)``.
 
     Args:
-        top: Long[B, >= k] ranked item lists (PAD = empty slot), e.g. from :func:`topk`.
+        top: Long[B, >= k] ranked item lists (PAD = empty slot), e.g. from :func:`recsys.inference.topk.rank`.
         targets: Long[B, T] or Long[B] target items, padded with PAD = 0.
         k: cut-off.
         n_items: number of real items; needed only with ``item_counts``.
@@ -260,7 +187,7 @@ def per_user_metrics(
         if n_items is None:
             raise ValueError("n_items is required with item_counts")
         popularity = _popularity_tables(item_counts, n_items)
-    values = _per_user(top, targets, _check_ks([k]), popularity)
+    values = _per_user(top, targets, check_ks([k]), popularity)
     suffix = f"@{k}"
     return {name.removesuffix(suffix): v.to("cpu", torch.float64).numpy() for name, v in values.items()}
 
@@ -281,7 +208,7 @@ class RankingMetrics:
     def __init__(self, ks: Sequence[int], n_items: int, item_counts: np.ndarray | Tensor | None = None):
         if n_items < 1:
             raise ValueError(f"n_items must be positive, got {n_items}")
-        self.ks = _check_ks(ks)
+        self.ks = check_ks(ks)
         self.n_items = n_items
         self._popularity = _popularity_tables(item_counts, n_items)
         self.reset()
@@ -304,7 +231,8 @@ class RankingMetrics:
         """Add a batch of users.
 
         Args:
-            top: Long[B, >= max(ks)] ranked item lists, best first (PAD = empty slot), from :func:`topk`.
+            top: Long[B, >= max(ks)] ranked item lists, best first (PAD = empty slot), e.g. from
+                :func:`recsys.inference.topk.rank`.
             targets: Long[B, T] target items padded with PAD = 0 (T >= 1), or Long[B].
             return_per_user: also return this batch's per-user values (float64[B] per ``name@k``).
         """
@@ -343,6 +271,11 @@ class RankingMetrics:
         """Users accumulated so far."""
         return self._users
 
+    def sums(self) -> dict[str, float]:
+        """Per-user metric sums so far, keyed ``ndcg@10`` ... (divide by :attr:`users` for the means; summing
+        them over disjoint shards first gives the means over all users, as DDP validation does)."""
+        return dict(self._sums)
+
     def compute(self) -> dict[str, float]:
         """User-averaged metrics keyed ``ndcg@10`` ... ``coverage@k``, plus ``users``; NaN before updates."""
         names = [f"{m}@{k}" for m in RANK_METRICS for k in self.ks]
@@ -358,165 +291,3 @@ class RankingMetrics:
                 out[f"coverage@{k}"] = int(real.sum()) / self.n_items
         out["users"] = float(self._users)
         return out
-
-
-# ------------------------------------------------------------------------------------------ sampled
-def sample_negatives(
-    n_users: int,
-    n_items: int,
-    n_negatives: int,
-    *,
-    targets: Tensor,
-    by: SampleBy = "uniform",
-    item_counts: np.ndarray | Tensor | None = None,
-    exclude: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Long[B, N] distinct negatives per user, drawn without replacement from the real items.
-
-    A user's negatives never include its targets, the ``exclude`` items, PAD or MASK. ``by="popularity"``
-    draws proportionally to ``item_counts`` (so never-seen items are never drawn), as in the BERT4Rec paper.
-
-    Args:
-        exclude: Long[B, L] item indices (PAD-padded) or Bool[B, V] mask of items to leave out.
-    """
-    n_cols = n_items + 2
-    if by == "uniform":
-        base = torch.ones(n_cols, dtype=torch.float32, device=device)
-    elif by == "popularity":
-        if item_counts is None:
-            raise ValueError("popularity sampling needs item_counts")
-        base = torch.as_tensor(np.asarray(item_counts), dtype=torch.float32, device=device).flatten()
-        if base.numel() == n_items + 1:
-            base = torch.cat([base, base.new_zeros(1)])
-    else:
-        raise ValueError(f"unknown sampling {by!r}")
-    weights = base.expand(n_users, n_cols).clone()  # [B, V]
-    weights[:, PAD] = 0.0
-    weights[:, -1] = 0.0  # MASK
-    if exclude is not None:
-        exclude = exclude.to(weights.device)
-        if exclude.dtype == torch.bool:
-            weights.masked_fill_(exclude, 0.0)
-        else:
-            weights.scatter_(1, exclude.long(), 0.0)
-    weights.scatter_(1, _as_2d(targets).to(weights.device), 0.0)
-    eligible = int((weights > 0).sum(1).min()) if n_users else n_negatives
-    if eligible < n_negatives:
-        raise ValueError(
-            f"a user has only {eligible} items to sample from, fewer than {n_negatives} negatives"
-        )
-    return torch.multinomial(weights, n_negatives, replacement=False, generator=generator)
-
-
-def sampled_ranks(
-    scores: Tensor,
-    targets: Tensor,
-    n_negatives: int,
-    *,
-    by: SampleBy = "uniform",
-    item_counts: np.ndarray | Tensor | None = None,
-    exclude: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Rank (1 = best) of each target among itself and ``n_negatives`` sampled negatives; Long[B, T].
-
-    Pass the scores before seen items are set to -inf (the negatives already avoid them). Each target is
-    ranked against the same negatives, independently of the other targets. Ties count against the target
-    (rank = 1 + #negatives scoring >= the target), so a constant scorer gets the worst rank rather than the
-    best. Padding targets (0) get rank 0. Negatives come from :func:`sample_negatives`.
-
-    Args:
-        scores: Float[B, V] scores.
-        targets: Long[B, T] (PAD-padded) or Long[B].
-        exclude: Long[B, L] seen items (PAD-padded) or Bool[B, V] mask, never used as negatives.
-    """
-    n_users, n_cols = scores.shape
-    t = _as_2d(targets).to(scores.device)
-    negatives = sample_negatives(
-        n_users,
-        n_cols - 2,
-        n_negatives,
-        targets=t,
-        by=by,
-        item_counts=item_counts,
-        exclude=exclude,
-        generator=generator,
-        device=scores.device,
-    )
-    neg_scores = scores.gather(1, negatives)  # [B, N]
-    target_scores = scores.gather(1, t)  # [B, T]
-    ranks = 1 + (neg_scores.unsqueeze(1) >= target_scores.unsqueeze(2)).sum(2)  # [B, T]
-    return ranks.masked_fill(t == PAD, 0)
-
-
-def _dedup_mask(t: Tensor) -> Tensor:
-    """Bool[B, T]: True at the first occurrence of each real target (so repeated targets count once)."""
-    t_sorted, order = t.sort(dim=1)
-    first = torch.ones_like(t_sorted, dtype=torch.bool)
-    first[:, 1:] = t_sorted[:, 1:] != t_sorted[:, :-1]
-    keep = torch.empty_like(first)
-    keep.scatter_(1, order, first)
-    return keep & (t > PAD)
-
-
-def sampled_per_user(ranks: Tensor, ks: Sequence[int], targets: Tensor | None = None) -> dict[str, Tensor]:
-    """Per-user sampled metrics keyed ``sampled_ndcg@k``, ``sampled_hr@k``, ``sampled_mrr@k``; Float[B].
-
-    For one target with sampled rank r: hr@k = [r <= k], ndcg@k = [r <= k] / log2(r + 1),
-    mrr@k = [r <= k] / r. A user with several targets gets the mean over its distinct targets.
-
-    Args:
-        ranks: Long[B, T] from :func:`sampled_ranks` (0 = padding).
-        targets: the targets the ranks belong to; when given, repeated targets count once.
-    """
-    ks_sorted = _check_ks(ks)
-    ranks = _as_2d(ranks)
-    valid = ranks > 0 if targets is None else _dedup_mask(_as_2d(targets).to(ranks.device))
-    dtype = _metric_dtype(ranks.device)
-    n_valid = valid.sum(1).to(dtype)
-    if bool((n_valid == 0).any()):
-        raise ValueError("every user needs at least one target")
-    r = ranks.to(dtype).clamp(min=1.0)
-    out: dict[str, Tensor] = {}
-    for name in SAMPLED_METRICS:
-        for k in ks_sorted:
-            within = valid & (ranks <= k)
-            if name == "ndcg":
-                per_target = 1.0 / torch.log2(r + 1.0)
-            elif name == "hr":
-                per_target = torch.ones_like(r)
-            else:
-                per_target = 1.0 / r
-            out[f"sampled_{name}@{k}"] = (per_target * within).sum(1) / n_valid
-    return out
-
-
-class SampledRankingMetrics:
-    """Streaming accumulator of sampled metrics; every key is prefixed ``sampled_`` so that sampled numbers
-    (which inflate full-ranking ones several-fold and can reorder models) are never mistaken for them."""
-
-    def __init__(self, ks: Sequence[int]):
-        self.ks = _check_ks(ks)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything accumulated so far."""
-        self._sums: dict[str, float] = {}
-        self._users = 0
-
-    def update(self, ranks: Tensor, targets: Tensor | None = None) -> dict[str, np.ndarray]:
-        """Add a batch of ranks (Long[B, T] from :func:`sampled_ranks`); returns its per-user values."""
-        values = sampled_per_user(ranks, self.ks, targets)
-        stacked = torch.stack(list(values.values())).to("cpu", torch.float64)  # [M, B]
-        for name, total in zip(values, stacked.sum(1).tolist(), strict=True):
-            self._sums[name] = self._sums.get(name, 0.0) + total
-        self._users += int(ranks.shape[0])
-        return {name: stacked[i].numpy() for i, name in enumerate(values)}
-
-    def compute(self) -> dict[str, float]:
-        """User-averaged sampled metrics (NaN before any update)."""
-        denom = self._users if self._users else math.nan
-        names = [f"sampled_{m}@{k}" for m in SAMPLED_METRICS for k in self.ks]
-        return {name: self._sums.get(name, math.nan) / denom for name in names}

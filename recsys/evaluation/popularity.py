@@ -9,13 +9,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from recsys.data.sequences import Sequences
-from recsys.evaluation.baselines import Scorer
-from recsys.inference.recommend import plan_batches, topk_rows
 
 __all__ = ["DECILES", "plot_popularity", "popularity_deciles", "recommendation_popularity"]
 
@@ -35,19 +30,15 @@ def popularity_deciles(item_counts: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def recommendation_popularity(
-    scorers: Mapping[str, Scorer],
-    histories: Sequences,
-    item_counts: np.ndarray,
-    n_items: int,
-    *,
-    k: int,
-    max_history: int,
-    exclude_seen: bool,
-    batch_size: int,
-    device: str,
+    tops: Mapping[str, np.ndarray], item_counts: np.ndarray, n_items: int, *, k: int
 ) -> pl.DataFrame:
     """Share of each scorer's top-k slots per catalogue-popularity decile, beside the decile's share of
-    training interactions (and of items). A popularity-biased scorer puts most slots in decile 1."""
+    training interactions (and of items). A popularity-biased scorer puts most slots in decile 1.
+
+    Args:
+        tops: per scorer, every user's ranked item indices (int[users, >= k], PAD = empty slot), e.g.
+            :attr:`~recsys.evaluation.protocol.EvalResult.top`: the lists the metrics were computed on.
+    """
     deciles = popularity_deciles(item_counts, n_items)
     counts = np.asarray(item_counts, dtype=np.float64)
     real = deciles >= 0
@@ -57,23 +48,9 @@ def recommendation_popularity(
         "items": np.bincount(deciles[real], minlength=DECILES),
         "catalogue_share": catalogue / max(catalogue.sum(), 1.0),
     }
-    plan = plan_batches(histories.lengths(), batch_size, max_width=max_history)
-    for name, scorer in scorers.items():
-        slots = np.zeros(DECILES, dtype=np.float64)
-        for rows in plan:
-            with torch.inference_mode():
-                top = topk_rows(
-                    scorer.scores,
-                    histories,
-                    rows,
-                    k,
-                    max_history=max_history,
-                    n_cols=n_items + 2,
-                    exclude_seen=exclude_seen,
-                    device=device,
-                )
-            items = top.items[top.items > 0]
-            slots += np.bincount(deciles[items], minlength=DECILES)
+    for name, top in tops.items():
+        items = np.asarray(top)[:, :k]
+        slots = np.bincount(deciles[items[items > 0]], minlength=DECILES).astype(np.float64)
         table[f"{name}_share"] = slots / max(slots.sum(), 1.0)
     return pl.DataFrame(table)
 

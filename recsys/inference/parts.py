@@ -1,65 +1,45 @@
-"""TopK blocks -> parquet parts with the original ids: the row buffer every top-k writer shares.
+"""TopK blocks -> parquet parts with the original ids, published atomically: what every top-k writer shares.
 
-:class:`IdTable` turns a :class:`~recsys.inference.recommend.TopK` block (index space) into an arrow table
-of original ids; :class:`PartBuffer` collects blocks and writes a part every ``rows_per_part // k`` rows
-(a user is never split across parts) through :class:`~recsys.inference.writer.PartWriter`.
+:class:`PartBuffer` collects :class:`~recsys.inference.topk.TopK` blocks and writes a part every
+``per_part`` rows of users (a user is never split across parts) through
+:class:`~recsys.inference.writer.PartWriter`; :func:`write_parts` is the single-process output of
+``recsys recommend`` and ``recsys similar-items`` (the distributed one:
+:mod:`recsys.inference.distributed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
-from recsys.inference.recommend import TopK
-from recsys.inference.writer import PartWriter
+from recsys.inference.topk import TopK, plan_batches
+from recsys.inference.writer import (
+    OutputManifest,
+    PartWriter,
+    create_staging,
+    discard,
+    publish,
+    write_manifest,
+)
+from recsys.io import writing
 
-__all__ = ["RANK", "SCORE", "SIMILAR_ITEM_ID", "IdTable", "PartBuffer", "concat_topk"]
+__all__ = ["ELSEWHERE", "PartBuffer", "plan_parts", "write_parts"]
 
-SIMILAR_ITEM_ID = "similar_item_id"
-SCORE = "score"
-RANK = "rank"
-
-
-@dataclass
-class IdTable:
-    """TopK -> arrow table with original ids (a picklable callable: it travels to DDP processes)."""
-
-    row_ids: pl.Series  # original id of every history row (or of every item, for similar-items)
-    item_ids: pl.Series  # original item ids in index order (index 1 first)
-    row_column: str
-    item_column: str
-
-    def __call__(self, top: TopK) -> pa.Table:
-        users, items, scores, rank = top.to_long()
-        return pl.DataFrame(
-            {
-                self.row_column: self.row_ids.gather(users),
-                self.item_column: self.item_ids.gather(items.astype(np.int64) - 1),  # index 1 = ids[0]
-                SCORE: scores,
-                RANK: rank,
-            }
-        ).to_arrow()
-
-
-def concat_topk(tops: list[TopK]) -> TopK:
-    return TopK(
-        np.concatenate([t.users for t in tops]),
-        np.concatenate([t.items for t in tops]),
-        np.concatenate([t.scores for t in tops]),
-    )
+ToTable = Callable[[TopK], pl.DataFrame]
+ELSEWHERE = "another --out"
+"""What moves an output to another file system (named in a full-disk error)."""
 
 
 class PartBuffer:
-    """Collects TopK batches and writes a part every ``rows_per_part // k`` users (a user is never split).
+    """Collects TopK batches and writes a part every ``per_part`` users (a user is never split).
 
     Within a part, rows are sorted by history row, so a single process writes users in input order.
     """
 
-    def __init__(self, writer: PartWriter, per_part: int, to_table: Callable[[TopK], pa.Table]) -> None:
+    def __init__(self, writer: PartWriter, per_part: int, to_table: ToTable) -> None:
         self.writer = writer
         self.per_part = per_part
         self.to_table = to_table
@@ -71,12 +51,7 @@ class PartBuffer:
         start = 0
         while start < len(top):
             take = min(len(top) - start, self.per_part - self._count)
-            piece = (
-                top
-                if take == len(top)
-                else TopK(*(a[start : start + take] for a in (top.users, top.items, top.scores)))
-            )
-            self._tops.append(piece)
+            self._tops.append(top if take == len(top) else top.slice(start, start + take))
             self._count += take
             start += take
             if self._count >= self.per_part:
@@ -85,8 +60,41 @@ class PartBuffer:
     def flush(self) -> None:
         if not self._tops:
             return
-        merged = concat_topk(self._tops)
-        order = np.argsort(merged.users, kind="stable")
-        self.writer.write(self.to_table(TopK(merged.users[order], merged.items[order], merged.scores[order])))
+        merged = TopK.concat(self._tops).sorted_by_user()
+        self.writer.write(self.to_table(merged).to_arrow())
         self.users += len(merged)
         self._tops, self._count = [], 0
+
+
+def plan_parts(lengths: np.ndarray, per_part: int, batch_size: int, max_width: int) -> list[np.ndarray]:
+    """Batches, length-sorted within each part-sized chunk of rows, so that a single process writes each
+    part from one contiguous range of rows (users come out in input order)."""
+    plan: list[np.ndarray] = []
+    for lo in range(0, len(lengths), per_part):
+        chunk = plan_batches(lengths[lo : lo + per_part], batch_size, max_width=max_width)
+        plan.extend(rows + lo for rows in chunk)
+    return plan
+
+
+def write_parts(
+    blocks: Iterable[TopK], out: Path, *, per_part: int, to_table: ToTable, manifest: OutputManifest
+) -> OutputManifest:
+    """Write every block into parts in a staging directory, then the manifest, then publish at ``out``.
+
+    OS errors while writing (a full disk) become one :class:`~recsys.data.errors.OutputWriteError` naming
+    ``out``; the staging directory is discarded and a previous output at ``out`` stays as it was.
+    """
+    with writing(out, elsewhere=ELSEWHERE):
+        staging = create_staging(out)
+    try:
+        with writing(out, elsewhere=ELSEWHERE):
+            buffer = PartBuffer(PartWriter(staging), per_part, to_table)
+            for top in blocks:
+                buffer.add(top)
+            buffer.flush()
+            written = write_manifest(staging, {**manifest, "world_size": 1})
+            publish(staging, out)
+    except BaseException:
+        discard(staging)
+        raise
+    return written

@@ -1,33 +1,24 @@
-"""Which users to score, from which histories, and which items may be recommended.
+"""The batch job's request: which users to score, from which histories, which items may be recommended.
 
-All input errors (unknown ids under ``data.unknown_ids: error``, unreadable files) are raised here,
-before anything is written.
+Files are read here (:mod:`recsys.inference.files`) and resolved by the :class:`Recommender`, so every
+input error (unknown ids under ``data.unknown_ids: error``, unreadable files) is raised before anything is
+written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import polars as pl
+from torch import Tensor
 
-from recsys.config import ConfigError, RecsysConfig
-from recsys.data.errors import EmptyResultError, UnknownIdError
-from recsys.data.prepared import PreparedDataset
-from recsys.data.sequences import Sequences
-from recsys.inference.recommend import (
-    ITEM_ID,
-    USER_ID,
-    encode_known,
-    histories_from_frame,
-    read_histories_located,
-    read_id_file,
-    select_rows,
-)
-from recsys.training.bundle import Bundle, check_compatible
+from recsys.config import ConfigError
+from recsys.data.errors import EmptyResultError
+from recsys.inference.files import read_histories_located, read_id_file
+from recsys.inference.ids import ITEM_ID, USER_ID
+from recsys.inference.recommender import Recommender, Requests
 
-__all__ = ["ScoringInputs", "check_k", "concat_sequences", "gather_inputs", "item_list"]
+__all__ = ["JobRequest", "check_k", "read_request"]
 
 
 def check_k(k: int) -> None:
@@ -36,145 +27,61 @@ def check_k(k: int) -> None:
         raise ConfigError(f"k must be >= 1, got {k} (--k / inference.k)")
 
 
-@dataclass
-class ScoringInputs:
-    histories: Sequences  # users 0..n-1 (row numbers)
-    row_ids: pl.Series  # original user id per row
-    dataset: PreparedDataset | None
-    from_dataset: int = 0
-    from_file: int = 0
-    unknown_users: int = 0
-    unknown_items: int = 0
-    sources: dict[str, str] = field(default_factory=dict)
+@dataclass(frozen=True)
+class JobRequest:
+    """What ``recsys recommend`` scores: the resolved :class:`Requests`, the item filter and its counts."""
+
+    requests: Requests
+    blocked: Tensor | None
+    unknown_filter_items: int
+    sources: dict[str, str]
 
 
-def _same_dtype(a: pl.Series, b: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """Give two id columns one type: b cast to a's when every value casts, else both as strings."""
-    if a.dtype == b.dtype:
-        return a, b
-    cast = b.cast(a.dtype, strict=False)
-    if cast.null_count() == b.null_count():
-        return a, cast
-    return a.cast(pl.String), b.cast(pl.String)
-
-
-def concat_sequences(a: Sequences, b: Sequences) -> Sequences:
-    """Rows of ``a`` then rows of ``b``, renumbered 0..n-1."""
-    if not len(b):
-        return a
-    offsets = np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]])
-    items = np.concatenate([a.items, b.items]).astype(np.int32)
-    return Sequences(np.arange(len(a) + len(b), dtype=np.int64), offsets, items)
-
-
-def gather_inputs(
-    cfg: RecsysConfig, bundle: Bundle, users: str | Path, histories: Path | None
-) -> ScoringInputs:
-    """Resolve which users to score and from which histories; all input errors are raised here, before
-    anything is written.
+def read_request(
+    recommender: Recommender,
+    users: str | Path,
+    histories: Path | None,
+    allow: Path | None = None,
+    deny: Path | None = None,
+    *,
+    dataset: Path | None = None,
+) -> JobRequest:
+    """Read the users / histories / allow / deny files and resolve them against ``recommender``.
 
     Users given in ``--histories`` are scored from that history only. With a users file, only the listed
     users are scored (from ``--histories`` when they are there, else from the dataset); with ``all``,
-    every dataset user and every ``--histories`` user is.
+    every dataset user and every ``--histories`` user is. An empty users or allow file, or one whose ids
+    are all unknown and dropped, is an error naming it (never a silently empty output); an empty deny
+    file denies nothing. ``dataset`` names the known users' source in those errors.
     """
-    policy = cfg.data.unknown_ids
     sources = {"users": str(users), **({"histories": str(histories)} if histories else {})}
-    file_seq, file_ids, unknown_items = Sequences.empty(), pl.Series(USER_ID, []), 0
-    if histories is not None:
-        frame, locate = read_histories_located(histories)
-        file_seq, ids, unknown_items = histories_from_frame(
-            frame, bundle, unknown=policy, source=histories, locate=locate
-        )
-        file_ids = pl.Series(USER_ID, ids)
-
-    listed = None if str(users) == "all" else read_id_file(users, USER_ID).unique(maintain_order=True)
-    if listed is not None and len(file_ids):
-        listed_as_file = listed.cast(file_ids.dtype, strict=False)
-        keep = file_ids.is_in(listed_as_file).to_numpy()
-        file_seq, file_ids = select_rows(file_seq, np.flatnonzero(keep)), file_ids.filter(pl.Series(keep))
-        listed = listed.filter(~listed_as_file.is_in(file_ids).fill_null(False))
-
-    dataset: PreparedDataset | None = None
-    known_seq, known_ids, unknown_users = Sequences.empty(), pl.Series(USER_ID, []), 0
-    if listed is None or len(listed):
-        dataset = PreparedDataset.load(cfg.data.output_dir)
-        check_compatible(bundle, dataset)
-        full = dataset.all_events()
-        if listed is None:
-            rows = np.arange(dataset.n_users, dtype=np.int64)
-            if len(file_ids):
-                replaced = dataset.users.ids.is_in(file_ids.cast(dataset.users.ids.dtype, strict=False))
-                rows = rows[~replaced.fill_null(False).to_numpy()]
-        else:
-            index = encode_known(dataset.users, listed)
-            unknown_users = int((index < 0).sum())
-            if unknown_users and policy == "error":
-                examples = listed.filter(pl.Series(index < 0)).head(5).to_list()
-                raise UnknownIdError(
-                    f"{unknown_users} user id(s) not in the prepared dataset {dataset.path}, e.g. {examples}",
-                    path=users,
-                    column=USER_ID,
-                    expected="users of the dataset or of --histories (or data.unknown_ids: drop)",
-                )
-            rows = index[index >= 0]
-        # Every user, in order: the dataset's CSR already is that, no copy needed.
-        known_seq = full if len(rows) == len(full) else select_rows(full, rows)
-        known_ids = dataset.users.ids.gather(rows).rename(USER_ID)
-
-    if not len(known_seq) and not len(file_seq):
-        _no_users(cfg, users, histories, unknown_users)
-    known_ids, file_ids = _same_dtype(known_ids, file_ids)
-    return ScoringInputs(
-        histories=concat_sequences(known_seq, file_seq),
-        row_ids=pl.concat([known_ids, file_ids.rename(USER_ID)]),
-        dataset=dataset,
-        from_dataset=len(known_seq),
-        from_file=len(file_seq),
-        unknown_users=unknown_users,
-        unknown_items=unknown_items,
-        sources=sources,
+    frame, locate = read_histories_located(histories) if histories is not None else (None, None)
+    everyone = str(users) == "all"
+    requests = recommender.requests(
+        "all" if everyone else read_id_file(users, USER_ID),
+        frame,
+        users_source=None if everyone else Path(users),
+        histories_source=histories,
+        histories_locate=locate,
     )
-
-
-def _no_users(cfg: RecsysConfig, users: str | Path, histories: Path | None, unknown: int) -> None:
-    """Every listed user was unknown and dropped (``data.unknown_ids: drop``): say so, never write nothing."""
-    raise EmptyResultError(
-        f"none of the listed users is in the prepared dataset {cfg.data.output_dir}"
-        + (" or in --histories" if histories is not None else "")
-        + f" ({unknown} unknown, dropped by data.unknown_ids: drop)",
-        path=users,
-        column=USER_ID,
-        expected="at least one user the model can score",
-    )
-
-
-def item_list(
-    bundle: Bundle, path: Path | None, policy: str, *, deny: bool = False
-) -> tuple[np.ndarray | None, int]:
-    """Item indices of an ``--allow`` (``deny=False``) or ``--deny`` file and the number of unknown ids.
-
-    An empty deny list denies nothing. An allow list must name at least one item the model knows: an
-    empty one would silently turn every user's recommendations into zero rows.
-    """
-    if path is None:
-        return None, 0
-    ids = read_id_file(path, ITEM_ID, allow_empty=deny)
-    index = encode_known(bundle.items, ids)
-    unknown = int((index < 0).sum())
-    if not deny and unknown == len(ids):
+    if not len(requests.histories):
         raise EmptyResultError(
-            f"none of the {len(ids)} allow-list item id(s) is known to the model, e.g. "
-            f"{ids.head(5).to_list()}; every recommendation would be filtered out",
-            path=path,
+            f"none of the listed users is in the prepared dataset {dataset}"
+            + (" or in --histories" if histories is not None else "")
+            + f" ({requests.unknown_users} unknown, dropped by data.unknown_ids: drop)",
+            path=users,
+            column=USER_ID,
+            expected="at least one user the model can score",
+        )
+    allowed = read_id_file(allow, ITEM_ID) if allow is not None else None
+    if allowed is not None and not (recommender.items.lookup(allowed) >= 0).any():
+        raise EmptyResultError(
+            f"none of the {len(allowed)} allow-list item id(s) is known to the model, e.g. "
+            f"{allowed.head(5).to_list()}; every recommendation would be filtered out",
+            path=allow,
             column=ITEM_ID,
             expected="items of the model's vocabulary",
         )
-    if unknown and policy == "error":
-        examples = ids.filter(pl.Series(index < 0)).head(5).to_list()
-        raise UnknownIdError(
-            f"{unknown} item id(s) not known to the model, e.g. {examples}",
-            path=path,
-            column=ITEM_ID,
-            expected="items of the model's vocabulary (or data.unknown_ids: drop)",
-        )
-    return index[index >= 0], unknown
+    denied = read_id_file(deny, ITEM_ID, allow_empty=True) if deny is not None else None
+    blocked, unknown = recommender.blocked(allowed, denied, sources=(allow, deny))
+    return JobRequest(requests, blocked, unknown, sources)

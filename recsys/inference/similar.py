@@ -14,8 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recsys.evaluation.metrics import topk
-from recsys.inference.recommend import TopK
+from recsys.inference.topk import TopK, topk
 from recsys.model.bert4rec import BERT4Rec
 
 __all__ = ["item_vectors", "similar_items"]
@@ -28,13 +27,20 @@ def item_vectors(model: BERT4Rec) -> torch.Tensor:
         return F.normalize(weight, dim=1)
 
 
-def similar_items(model: BERT4Rec, k: int, *, batch_size: int = 1024, device: str = "cpu") -> Iterator[TopK]:
-    """The ``k`` most similar items of every item (itself excluded), best first, in blocks.
+def similar_items(
+    model: BERT4Rec,
+    k: int,
+    *,
+    queries: np.ndarray | None = None,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+) -> Iterator[TopK]:
+    """The ``k`` most similar items of every query item (itself excluded), best first, in blocks.
 
-    Each :class:`TopK` holds a block of items: ``users`` are the query item indices (1..n_items), ``items``
-    their neighbours (item indices) and ``scores`` the cosines. Ties go to the lower item index.
-    ``cos(i, j)`` and ``cos(j, i)`` are the same dot product of the same unit vectors, so the score of a pair
-    does not depend on which item asked (up to float rounding of the blocked matrix product).
+    Each :class:`TopK` holds a block of query items: ``users`` are their item indices (``queries``, or
+    1..n_items when None), ``items`` their neighbours (item indices) and ``scores`` the cosines. Ties go to
+    the lower item index. ``cos(i, j)`` and ``cos(j, i)`` are the same dot product of the same unit
+    vectors, so the score of a pair does not depend on which item asked (up to float rounding).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -42,18 +48,20 @@ def similar_items(model: BERT4Rec, k: int, *, batch_size: int = 1024, device: st
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     vectors = item_vectors(model).to(device)  # [n, d]
     n = vectors.shape[0]
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
+    asked = np.arange(1, n + 1, dtype=np.int64) if queries is None else np.asarray(queries, dtype=np.int64)
+    for lo in range(0, len(asked), batch_size):
+        block = asked[lo : lo + batch_size]
+        rows = torch.from_numpy(block - 1).to(device)
         with torch.inference_mode():
-            sims = vectors[lo:hi] @ vectors.T  # [b, n], column j is item j + 1
-            sims[torch.arange(hi - lo, device=device), torch.arange(lo, hi, device=device)] = float("-inf")
+            sims = vectors[rows] @ vectors.T  # [b, n], column j is item j + 1
+            sims[torch.arange(len(block), device=device), rows] = float("-inf")
             # topk() reads column 0 as PAD (an empty slot): prepend a -inf PAD column so that
             # column index == item index.
             padded = F.pad(sims, (1, 0), value=float("-inf"))  # [b, n + 1]
             top = topk(padded, k)  # [b, k]
             values = padded.gather(1, top).masked_fill_(top == 0, float("-inf"))
         yield TopK(
-            users=np.arange(lo + 1, hi + 1, dtype=np.int64),
+            users=block,
             items=top.to("cpu", torch.int32).numpy(),
             scores=values.to("cpu", torch.float32).numpy(),
         )

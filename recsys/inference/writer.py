@@ -7,38 +7,35 @@ Layout of an output directory (``recsys recommend``, ``recsys similar-items``)::
       part-rank1-00000.parquet   (distributed runs: each rank writes its own parts)
       manifest.json              written last: kind, model, data fingerprint, k, row counts, parts
 
-Nothing is ever written at ``<out>`` directly. A job writes into ``.<out>.tmp-<pid>-<random>`` in the same
-folder and renames it to ``<out>`` when every part and the manifest are on disk, so a reader sees either
-the previous complete output or the new one, never a partial one. A job killed mid-run (even by SIGKILL)
-leaves only its staging directory, which the next job in that folder removes once its process is gone.
+Nothing is ever written at ``<out>`` directly: parts and manifest go into a staging directory that is
+published atomically (:mod:`recsys.io`), so a reader sees either the previous complete output or the new
+one, never a partial one; a killed job's staging is removed by the next job in that folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import recsys
+from recsys import io
 from recsys.data.errors import DataError
-from recsys.data.staging import make_readable
 
 __all__ = [
     "MANIFEST",
     "OUTPUT_FORMAT",
     "SLEEP_AFTER_PART_ENV",
     "OutputDirError",
+    "OutputManifest",
+    "PartEntry",
     "PartWriter",
     "check_target",
     "create_staging",
@@ -57,7 +54,51 @@ SLEEP_AFTER_PART_ENV = "RECSYS_TEST_SLEEP_AFTER_PART"
 
 # lz4 as in the prepared dataset: nearly as fast to write as no compression, files about half the size.
 _COMPRESSION = "lz4"
-_STAGING = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-z_]+$")
+
+
+class PartEntry(TypedDict):
+    file: str
+    rows: int
+    bytes: int
+
+
+class ModelRef(TypedDict):
+    path: str
+    manifest_sha256: str
+
+
+class UnknownIds(TypedDict):
+    policy: str
+    users: int
+    history_items: int
+    filter_items: int
+
+
+class OutputManifest(TypedDict, total=False):
+    """``manifest.json`` of an output directory: the keys :func:`write_manifest` fills in (format,
+    version, time, rows, parts) and those the job describes its output with."""
+
+    format: int
+    recsys_version: str
+    created_at: str
+    rows: int
+    parts: list[PartEntry]
+    kind: str  # "recommendations" or "similar_items"
+    model: ModelRef
+    data_fingerprint: str
+    k: int
+    users: int
+    items: int
+    columns: list[str]
+    rows_per_part: int
+    world_size: int
+    dataset: str | None
+    exclude_seen: bool
+    allow: str | None
+    deny: str | None
+    unknown_ids: UnknownIds
+    inputs: dict[str, str]
+    similarity: str
 
 
 class OutputDirError(DataError):
@@ -87,67 +128,25 @@ def check_target(target: Path) -> None:
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def _remove_stale_staging(target: Path) -> None:
-    """Delete staging directories of ``target`` left by jobs that died (their pid no longer runs).
-
-    Only names of our exact pattern are considered, so nothing else in the folder is touched.
-    """
-    if not target.parent.is_dir():
-        return
-    for entry in target.parent.iterdir():
-        match = _STAGING.match(entry.name)
-        if match and match["name"] == target.name and entry.is_dir() and not _pid_alive(int(match["pid"])):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
 def create_staging(target: Path) -> Path:
-    """Check ``target``, clear stale staging directories, and create a fresh one beside ``target``.
-
-    Same folder as the target, so the final rename stays on one file system and is atomic.
-    """
+    """Check ``target``, then make a fresh staging directory beside it (:func:`recsys.io.create_staging`)."""
     target = Path(target)
     check_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes 0700; outputs should be as readable as any other file
-    return staging
+    return io.create_staging(target)
 
 
 def discard(staging: Path) -> None:
     """Remove a staging directory (after an error); the target is untouched."""
-    shutil.rmtree(staging, ignore_errors=True)
+    io.discard(staging)
 
 
 def publish(staging: Path, target: Path) -> Path:
-    """Rename the complete ``staging`` directory to ``target``, replacing a previous output there.
-
-    The previous output is first renamed aside and deleted only after the new one is in place, so
-    ``target`` is at every moment either the old output or the new one (at worst, briefly, absent).
-    """
+    """Publish a complete ``staging`` directory at ``target`` (:func:`recsys.io.publish`)."""
     staging, target = Path(staging), Path(target)
     if not (staging / MANIFEST).is_file():
         raise RuntimeError(f"{staging}: no {MANIFEST}; refusing to publish an incomplete output")
     check_target(target)
-    make_readable(staging)  # readable by other accounts, like any other file (mkdtemp makes 0700)
-    if target.exists():
-        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(target)
-    return target
+    return io.publish(staging, target)
 
 
 class PartWriter:
@@ -181,17 +180,17 @@ class PartWriter:
         return path
 
 
-def write_manifest(staging: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(staging: Path, manifest: OutputManifest) -> OutputManifest:
     """Complete ``manifest`` with the parts found in ``staging`` (every rank's) and write it, last.
 
     Row counts come from the parquet footers, so rank 0 can describe parts written by other processes.
     """
     staging = Path(staging)
-    parts = [
+    parts: list[PartEntry] = [
         {"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size}
         for p in sorted(staging.glob(PART_GLOB))
     ]
-    full = {
+    full: OutputManifest = {
         "format": OUTPUT_FORMAT,
         "recsys_version": recsys.__version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -203,12 +202,12 @@ def write_manifest(staging: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def read_manifest(path: str | Path) -> OutputManifest:
     """The manifest of a published output directory."""
     directory = Path(path)
     if not _is_output(directory):
         raise OutputDirError(f"no readable {MANIFEST}", path=directory, expected="a recsys output directory")
-    data: dict[str, Any] = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    data: OutputManifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     return data
 
 

@@ -5,7 +5,8 @@ catalogue, already-seen items excluded (``eval.exclude_seen``), at the cut-offs 
 gives the model the full history up to the test target, validation item included
 (``PreparedDataset.history("test")``); the validation split gives the training events. The model and the
 baselines (most popular, last-item transitions, both fitted on the training events only) go through the
-same :func:`recsys.evaluation.baselines.evaluate_scorer`, so their numbers are comparable. Sampled metrics
+same :func:`recsys.evaluation.protocol.evaluate`, so their numbers are comparable; each is ranked once,
+and the recommendation-popularity table is counted from the same top-k lists. Sampled metrics
 (``eval.sampled_negatives``) are reported as well when asked for, always under ``sampled_*`` names.
 
 Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``) and logged to the MLflow run:
@@ -17,32 +18,31 @@ catalogue-popularity decile against the share of training interactions in that d
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import polars as pl
 import torch
 
 from recsys.config import RecsysConfig
-from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+from recsys.data.fingerprint import dataset_fingerprint
+from recsys.data.prepared import PreparedDataset
 from recsys.data.sequences import Sequences
-from recsys.data.staging import make_readable
-from recsys.evaluation.baselines import EvalResult, Scorer, evaluate_scorer, fit_baselines
+from recsys.evaluation.baselines import fit_baselines
 from recsys.evaluation.breakdown import breakdowns, save_breakdown
 from recsys.evaluation.popularity import plot_popularity, recommendation_popularity
-from recsys.inference.recommend import select_rows
-from recsys.inference.scoring import ModelScorer
+from recsys.evaluation.protocol import EvalResult, Sampling, Scorer, evaluate
+from recsys.inference.recommender import Recommender
+from recsys.io import atomic_dir
+from recsys.jobs.results import result_json
 from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
 from recsys.tracking.tracker import Tracker
-from recsys.training.bundle import check_compatible
+from recsys.training.bundle import Bundle, check_compatible
 from recsys.training.datamodule import training_data
 from recsys.training.runtime import apply_threads, resolve_device
 
@@ -71,20 +71,7 @@ class EvaluateResult:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "split": self.split,
-            "model": self.model,
-            "data": self.data,
-            "users": self.users,
-            "ks": self.ks,
-            "fingerprint_match": self.fingerprint_match,
-            "exclude_seen": self.exclude_seen,
-            "metrics": self.metrics,
-            "output_dir": str(self.output_dir),
-            "artifacts": self.artifacts,
-            "seconds": round(self.seconds, 3),
-        }
+        return result_json(self, digits=3)
 
     def summary(self) -> str:
         """The report table: NDCG and HR at every k, then coverage at the largest k, per scorer."""
@@ -150,19 +137,10 @@ def _write_outputs(
 def _save(
     target: Path, results: Mapping[str, EvalResult], popularity: pl.DataFrame, cfg: RecsysConfig, k_plot: int
 ) -> list[Path]:
-    """Write every table and plot into a fresh folder beside ``target``, then swap it in for the previous
-    evaluation of this split, so the folder never mixes files from two runs."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    """Write every table and plot into a staging folder and publish it at ``target``
+    (:func:`recsys.io.atomic_dir`: the previous evaluation of this split stays until the new one is in)."""
+    with atomic_dir(target) as staging:
         written = _write_outputs(staging, results, popularity, cfg, k_plot)
-        make_readable(staging)  # mkdtemp makes 0700: readable by other accounts, like any other output
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [target / p.name for p in written]
 
 
@@ -176,7 +154,16 @@ def _evaluate(
     max_history: int,
     device: str,
 ) -> EvalResult:
-    return evaluate_scorer(
+    sampling = None
+    if cfg.eval.sampled_negatives:
+        sampling = Sampling(
+            cfg.eval.sampled_negatives,
+            cfg.eval.sampled_by,
+            dataset.item_counts(),
+            # Every scorer gets the same seeded negatives.
+            torch.Generator().manual_seed(cfg.train.seed),
+        )
+    return evaluate(
         scorer,
         histories,
         targets,
@@ -185,14 +172,31 @@ def _evaluate(
         item_counts=dataset.item_counts(),
         exclude_seen=cfg.eval.exclude_seen,
         batch_size=cfg.eval.batch_size,
-        max_len=max_history,
+        max_history=max_history,
         per_user=True,
-        sampled_negatives=cfg.eval.sampled_negatives,
-        sampled_by=cfg.eval.sampled_by,
-        # Every scorer gets the same seeded negatives.
-        generator=torch.Generator().manual_seed(cfg.train.seed),
+        keep_top=True,
+        sampling=sampling,
         device=device,
     )
+
+
+def _score_all(
+    cfg: RecsysConfig, bundle: Bundle, dataset: PreparedDataset, split: Split, device: str
+) -> dict[str, EvalResult]:
+    """The model, then the baselines, through the same protocol on the same users."""
+    # The events the model trained on, by its own training config: the baselines are fitted on
+    # them, and a validation run scores only the users whose validation events were held out.
+    trained = training_data(dataset, bundle.config.train)
+    histories = dataset.history(split)
+    targets = dataset.targets(split) if split == "test" else trained.val_targets
+    recommender = Recommender.load(bundle, device=device)
+    scorers = {MODEL_NAME: recommender, **fit_baselines(trained.history, dataset.n_items)}
+    return {
+        name: _evaluate(
+            cfg, scorer, dataset, histories, targets, max_history=recommender.max_history, device=device
+        )
+        for name, scorer in scorers.items()
+    }
 
 
 def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
@@ -230,33 +234,11 @@ def run(
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=dataset.path, context=split)
         apply_threads(cfg.runtime)
 
-        device = resolve_device(cfg.runtime)
-        n_items = dataset.n_items
-        counts = dataset.item_counts()
-        # The events the model trained on, by its own training config: the baselines are fitted on
-        # them, and a validation run scores only the users whose validation events were held out.
-        trained = training_data(dataset, bundle.config.train)
-        histories = dataset.history(split)
-        targets = dataset.targets(split) if split == "test" else trained.val_targets
-        max_history = bundle.model.max_len - 1
-        scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **fit_baselines(trained.history, n_items)}
-        results = {
-            name: _evaluate(cfg, scorer, dataset, histories, targets, max_history=max_history, device=device)
-            for name, scorer in scorers.items()
-        }
+        results = _score_all(cfg, bundle, dataset, split, resolve_device(cfg.runtime))
         k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
-        evaluated = select_rows(histories, np.searchsorted(histories.users, targets.users))
-        popularity = recommendation_popularity(
-            scorers,
-            evaluated,
-            counts,
-            n_items,
-            k=k_plot,
-            max_history=max_history,
-            exclude_seen=cfg.eval.exclude_seen,
-            batch_size=cfg.eval.batch_size,
-            device=device,
-        )
+        # From the lists the metrics were computed on: nothing is ranked twice.
+        tops = {name: r.top for name, r in results.items() if r.top is not None}
+        popularity = recommendation_popularity(tops, dataset.item_counts(), dataset.n_items, k=k_plot)
 
         target = Path(out) if out is not None else Path(cfg.train.output_dir) / "evaluation" / split
         written = _save(target, results, popularity, cfg, k_plot)
@@ -266,7 +248,7 @@ def run(
             split=split,
             model=str(model),
             data=str(dataset.path),
-            users=len(targets),
+            users=int(next(iter(results.values())).metrics["users"]),
             ks=sorted(set(cfg.eval.ks)),
             metrics={name: r.metrics for name, r in results.items()},
             fingerprint_match=match,

@@ -13,7 +13,9 @@ from typing import Any
 
 from recsys.config import RecsysConfig
 from recsys.data.pipeline import prepare
-from recsys.data.report import format_table
+from recsys.data.prepared import Counts
+from recsys.data.report import DataReport, format_table
+from recsys.jobs.results import result_json
 
 __all__ = ["PrepareResult", "run"]
 
@@ -32,22 +34,15 @@ class PrepareResult:
     """
 
     path: Path
-    counts: dict[str, int]
+    counts: Counts
     reused: bool
-    report: dict[str, Any]
+    report: DataReport
     elapsed_s: float
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (``json.dumps(result.to_json())`` is the machine-readable result)."""
-        return {
-            "path": str(self.path),
-            "counts": self.counts,
-            "reused": self.reused,
-            "elapsed_s": self.elapsed_s,
-            "timings": self.timings,
-            "report": self.report,
-        }
+        return result_json(self, digits=6)
 
     def table(self) -> str:
         """The data report as a plain-text table."""
@@ -78,14 +73,14 @@ def run(cfg: RecsysConfig, *, force: bool = False, echo: bool = False) -> Prepar
         outcome = prepare(cfg.data, force=force)
         result = PrepareResult(
             path=outcome.path,
-            counts=dict(outcome.manifest["counts"]),
+            counts=outcome.manifest["counts"],
             reused=outcome.reused,
             report=outcome.report,
             elapsed_s=round(time.perf_counter() - started, 3),
             timings=outcome.timings,
         )
         tracker.set_tags({"prepared.reused": outcome.reused, "prepared.path": str(outcome.path)})
-        tracker.log_metrics({f"data.{k}": float(v) for k, v in result.counts.items()})
+        tracker.log_metrics({f"data.{k}": v for k, v in result.counts.items() if isinstance(v, int)})
         tracker.log_metrics({f"timing.{k}": float(v) for k, v in outcome.timings.items()})
         for name in ("report.json", "report.txt", "seq_length_hist.png", "manifest.json"):
             if (outcome.path / name).is_file():

@@ -4,8 +4,9 @@ It scores users from their full history in the prepared dataset (``cfg.data.outp
 validation and test events) and/or from a ``--histories`` file of new users, applies the seen / allow /
 deny filters, and writes ``user_id, item_id, score, rank`` with the ORIGINAL ids into parts of at most
 ``inference.rows_per_part`` rows (a user's rows are never split), plus a ``manifest.json``
-(:mod:`recsys.inference.writer`): nothing appears at ``--out`` until the whole output is there. Scoring is
-:func:`recsys.inference.predict.write_recommendations` (Lightning's predict loop, one or many devices).
+(:mod:`recsys.inference.writer`): nothing appears at ``--out`` until the whole output is there. Ranking is
+:class:`recsys.inference.Recommender`'s, written by :func:`recsys.inference.batch.write_recommendations`
+(a plain loop in one process, Lightning's predict loop on several devices).
 """
 
 from __future__ import annotations
@@ -13,61 +14,36 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from recsys.config import RecsysConfig
-from recsys.inference.predict import write_recommendations
-from recsys.inference.recommend import blocked_items
-from recsys.inference.requests import check_k, gather_inputs, item_list
-from recsys.inference.writer import check_target
+from recsys.data.prepared import PreparedDataset
+from recsys.inference.batch import write_recommendations
+from recsys.inference.recommender import Recommender
+from recsys.inference.requests import JobRequest, check_k, read_request
+from recsys.inference.writer import OutputManifest, check_target
+from recsys.jobs.results import OutputResult
 from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
-from recsys.training.bundle import bundle_sha256
-from recsys.training.runtime import apply_threads
+from recsys.training.bundle import Bundle, bundle_sha256
+from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["RecommendResult", "run"]
 
 
 @dataclass
-class RecommendResult:
+class RecommendResult(OutputResult):
     """The outcome of ``recsys recommend``."""
 
-    run_id: str | None
-    out: Path
-    k: int
     users: int
-    rows: int
-    parts: int
     users_from_dataset: int
     users_from_histories: int
     unknown_users: int
     unknown_items: int
     unknown_filter_items: int
-    seconds: float
     users_per_second: float
     total_seconds: float
     world_size: int
-    manifest: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "out": str(self.out),
-            "k": self.k,
-            "users": self.users,
-            "rows": self.rows,
-            "parts": self.parts,
-            "users_from_dataset": self.users_from_dataset,
-            "users_from_histories": self.users_from_histories,
-            "unknown_users": self.unknown_users,
-            "unknown_items": self.unknown_items,
-            "unknown_filter_items": self.unknown_filter_items,
-            "seconds": round(self.seconds, 4),
-            "users_per_second": round(self.users_per_second, 1),
-            "total_seconds": round(self.total_seconds, 4),
-            "world_size": self.world_size,
-        }
 
     def summary(self) -> str:
         lines = [
@@ -121,64 +97,100 @@ def run(
     check_k(k)
     out = Path(out)
     check_target(out)
-    bundle = load_model(model, cfg.tracking)
-    policy = cfg.data.unknown_ids
-    inputs = gather_inputs(cfg, bundle, users, Path(histories) if histories is not None else None)
-    allow_idx, unknown_allow = item_list(bundle, Path(allow) if allow else None, policy)
-    deny_idx, unknown_deny = item_list(bundle, Path(deny) if deny else None, policy, deny=True)
-    blocked = blocked_items(bundle.n_items, allow=allow_idx, deny=deny_idx)
-    exclude_seen = cfg.inference.exclude_seen and not include_seen
     apply_threads(cfg.runtime)
-
-    manifest = {
-        "kind": "recommendations",
-        "model": {"path": str(bundle.path), "manifest_sha256": bundle_sha256(bundle)},
-        "data_fingerprint": bundle.fingerprint,
-        "dataset": str(inputs.dataset.path) if inputs.dataset else None,
-        "exclude_seen": exclude_seen,
-        "allow": str(allow) if allow else None,
-        "deny": str(deny) if deny else None,
-        "unknown_ids": {
-            "policy": policy,
-            "users": inputs.unknown_users,
-            "history_items": inputs.unknown_items,
-            "filter_items": unknown_allow + unknown_deny,
-        },
-        "inputs": inputs.sources,
-    }
+    bundle, dataset, recommender = _load(cfg, model)
+    files = [Path(p) if p else None for p in (histories, allow, deny)]
+    request = read_request(recommender, users, *files, dataset=dataset.path)
+    exclude_seen = cfg.inference.exclude_seen and not include_seen
+    manifest = _manifest(cfg, bundle, dataset, request, exclude_seen=exclude_seen, allow=allow, deny=deny)
     with tracked_run(cfg, "recommend", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
         started = time.perf_counter()
         written = write_recommendations(
-            bundle.model,
-            inputs.histories,
-            inputs.row_ids,
-            bundle.items.ids,
+            recommender,
+            request.requests.histories,
+            request.requests.row_ids,
             out,
             cfg=cfg,
             k=k,
             exclude_seen=exclude_seen,
-            blocked=blocked,
+            blocked=request.blocked,
             manifest=manifest,
         )
-        seconds = time.perf_counter() - started
-        result = RecommendResult(
-            run_id=tracker.run_id,
-            out=out,
-            k=k,
-            users=len(inputs.histories),
-            rows=int(written["rows"]),
-            parts=len(written["parts"]),
-            users_from_dataset=inputs.from_dataset,
-            users_from_histories=inputs.from_file,
-            unknown_users=inputs.unknown_users,
-            unknown_items=inputs.unknown_items,
-            unknown_filter_items=unknown_allow + unknown_deny,
-            seconds=seconds,
-            users_per_second=len(inputs.histories) / max(seconds, 1e-9),
-            total_seconds=time.perf_counter() - begun,
-            world_size=int(written.get("world_size", 1)),
-            manifest=written,
-        )
-        tracker.log_output("recommend", result.to_json(), written)
+        result = _result(tracker.run_id, out, k, request, written, started=started, begun=begun)
+        tracker.log_output("recommend", result.to_json(), dict(written))
         return result
+
+
+def _load(cfg: RecsysConfig, model: str | Path) -> tuple[Bundle, PreparedDataset, Recommender]:
+    """The bundle, the prepared dataset (the known users' histories) and the Recommender over both."""
+    bundle = load_model(model, cfg.tracking)
+    dataset = PreparedDataset.load(cfg.data.output_dir)
+    recommender = Recommender.load(
+        bundle,
+        known=dataset,
+        device=resolve_device(cfg.runtime),
+        batch_size=cfg.inference.batch_size,
+        unknown_ids=cfg.data.unknown_ids,
+    )
+    return bundle, dataset, recommender
+
+
+def _manifest(
+    cfg: RecsysConfig,
+    bundle: Bundle,
+    dataset: PreparedDataset,
+    request: JobRequest,
+    *,
+    exclude_seen: bool,
+    allow: str | Path | None,
+    deny: str | Path | None,
+) -> OutputManifest:
+    inputs = request.requests
+    return {
+        "kind": "recommendations",
+        "model": {"path": str(bundle.path), "manifest_sha256": bundle_sha256(bundle)},
+        "data_fingerprint": bundle.fingerprint,
+        "dataset": str(dataset.path),
+        "exclude_seen": exclude_seen,
+        "allow": str(allow) if allow else None,
+        "deny": str(deny) if deny else None,
+        "unknown_ids": {
+            "policy": cfg.data.unknown_ids,
+            "users": inputs.unknown_users,
+            "history_items": inputs.unknown_items,
+            "filter_items": request.unknown_filter_items,
+        },
+        "inputs": request.sources,
+    }
+
+
+def _result(
+    run_id: str | None,
+    out: Path,
+    k: int,
+    request: JobRequest,
+    written: OutputManifest,
+    *,
+    started: float,
+    begun: float,
+) -> RecommendResult:
+    inputs, seconds = request.requests, time.perf_counter() - started
+    return RecommendResult(
+        run_id=run_id,
+        out=out,
+        k=k,
+        users=len(inputs.histories),
+        rows=int(written["rows"]),
+        parts=len(written["parts"]),
+        users_from_dataset=inputs.from_known,
+        users_from_histories=inputs.from_histories,
+        unknown_users=inputs.unknown_users,
+        unknown_items=inputs.unknown_items,
+        unknown_filter_items=request.unknown_filter_items,
+        seconds=seconds,
+        users_per_second=len(inputs.histories) / max(seconds, 1e-9),
+        total_seconds=time.perf_counter() - begun,
+        world_size=int(written.get("world_size", 1)),
+        manifest=written,
+    )

@@ -4,28 +4,16 @@ parquet output (``item_id, similar_item_id, score, rank``), for "more like this"
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import polars as pl
 
 from recsys.config import RecsysConfig
-from recsys.data.staging import writing
-from recsys.inference.parts import RANK, SCORE, SIMILAR_ITEM_ID, IdTable, PartBuffer
-from recsys.inference.recommend import ITEM_ID, TopK
+from recsys.inference.ids import ITEM_ID, RANK, SCORE, SIMILAR_ITEM_ID, IdTable
+from recsys.inference.parts import write_parts
+from recsys.inference.recommender import Recommender
 from recsys.inference.requests import check_k
-from recsys.inference.similar import similar_items
-from recsys.inference.writer import (
-    PartWriter,
-    check_target,
-    create_staging,
-    discard,
-    publish,
-    read_manifest,
-    write_manifest,
-)
+from recsys.inference.writer import OutputManifest, check_target
+from recsys.jobs.results import OutputResult
 from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
@@ -36,28 +24,10 @@ __all__ = ["SimilarItemsResult", "run"]
 
 
 @dataclass
-class SimilarItemsResult:
+class SimilarItemsResult(OutputResult):
     """The outcome of ``recsys similar-items``."""
 
-    run_id: str | None
-    out: Path
-    k: int
     items: int
-    rows: int
-    parts: int
-    seconds: float
-    manifest: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "out": str(self.out),
-            "k": self.k,
-            "items": self.items,
-            "rows": self.rows,
-            "parts": self.parts,
-            "seconds": round(self.seconds, 4),
-        }
 
     def summary(self) -> str:
         lines = [
@@ -80,9 +50,9 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     apply_threads(cfg.runtime)
     per_part = max(1, cfg.inference.rows_per_part // k)
     item_ids = bundle.items.ids
-    # Query rows are item indices 1..n_items; index 0 of row_ids is a placeholder so that gather works.
-    to_table = IdTable(pl.concat([item_ids.head(1), item_ids]), item_ids, ITEM_ID, SIMILAR_ITEM_ID)
-    manifest = {
+    # Query rows are item indices 1..n_items: row_offset 1 names them by item_ids.
+    to_table = IdTable(item_ids, item_ids, ITEM_ID, SIMILAR_ITEM_ID, row_offset=1)
+    manifest: OutputManifest = {
         "kind": "similar_items",
         "model": {"path": str(bundle.path), "manifest_sha256": bundle_sha256(bundle)},
         "data_fingerprint": bundle.fingerprint,
@@ -94,24 +64,12 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     }
     with tracked_run(cfg, "similar-items", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
-        with writing(out, elsewhere="another --out"):
-            staging = create_staging(out)
         started = time.perf_counter()
-        try:
-            with writing(out, elsewhere="another --out"):
-                buffer = PartBuffer(PartWriter(staging), per_part, to_table)
-                blocks: Iterable[TopK] = similar_items(
-                    bundle.model, k, batch_size=cfg.inference.batch_size, device=resolve_device(cfg.runtime)
-                )
-                for top in blocks:
-                    buffer.add(top)
-                buffer.flush()
-                write_manifest(staging, {**manifest, "world_size": 1})
-                publish(staging, out)
-        except BaseException:
-            discard(staging)
-            raise
-        written = read_manifest(out)
+        recommender = Recommender.load(
+            bundle, device=resolve_device(cfg.runtime), batch_size=cfg.inference.batch_size
+        )
+        blocks = recommender.similar_topk(k)
+        written = write_parts(blocks, out, per_part=per_part, to_table=to_table, manifest=manifest)
         result = SimilarItemsResult(
             run_id=tracker.run_id,
             out=out,
@@ -122,5 +80,5 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
             seconds=time.perf_counter() - started,
             manifest=written,
         )
-        tracker.log_output("similar_items", result.to_json(), written)
+        tracker.log_output("similar_items", result.to_json(), dict(written))
         return result

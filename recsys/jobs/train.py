@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import RecsysConfig
+from recsys.data.fingerprint import dataset_fingerprint
 from recsys.data.pipeline import PrepareOutcome, prepare
-from recsys.data.prepared import PreparedDataset, dataset_fingerprint
-from recsys.evaluation.baselines import evaluate_scorer, fit_baselines
-from recsys.inference.scoring import ModelScorer
+from recsys.data.prepared import PreparedDataset
+from recsys.evaluation.baselines import fit_baselines
+from recsys.evaluation.protocol import evaluate
+from recsys.inference.recommender import Recommender
 from recsys.tracking.curves import log_learning_curve
 from recsys.tracking.names import dataset_name
 from recsys.tracking.pyfunc import log_pyfunc_model
@@ -84,7 +86,7 @@ def validation_baselines(
     validation targets by the same code."""
     scorers = fit_baselines(data.history, dataset.n_items)
     return {
-        _SHORT_NAMES.get(name, name): evaluate_scorer(
+        _SHORT_NAMES.get(name, name): evaluate(
             scorer,
             data.val_history,
             data.val_targets,
@@ -98,15 +100,15 @@ def validation_baselines(
 
 
 def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitResult) -> dict[str, float]:
-    result = evaluate_scorer(
-        ModelScorer(fitted.module.model),
+    result = evaluate(
+        Recommender(fitted.module.model, dataset.users, dataset.items),
         fitted.data.val_history,
         fitted.data.val_targets,
         ks=BASELINE_KS,
         n_items=dataset.n_items,
         item_counts=dataset.item_counts(),
         batch_size=cfg.eval.batch_size,
-        max_len=cfg.model.max_len - 1,
+        max_history=cfg.model.max_len - 1,
     )
     return result.metrics
 

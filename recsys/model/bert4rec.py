@@ -83,14 +83,25 @@ class TransformerBlock(nn.Module):
         """
         B, L, d = x.shape
         hs = d // self.n_heads
-        q, k, v = (
-            self.qkv(x)  # [B, L, 3d]
-            .view(B, L, 3, self.n_heads, hs)
-            .permute(2, 0, 3, 1, 4)  # [3, B, nh, L, hs]
-            .unbind(0)
-        )
         if last_only:
-            q = q[:, :, -1:]  # [B, nh, 1, hs]
+            # Keys and values for every position, the query of the last one only: a third less GEMM.
+            w, b = self.qkv.weight, self.qkv.bias
+            q = (
+                F.linear(x[:, -1:], w[:d], b[:d]).view(B, 1, self.n_heads, hs).transpose(1, 2)
+            )  # [B, nh, 1, hs]
+            k, v = (
+                F.linear(x, w[d:], b[d:])  # [B, L, 2d]
+                .view(B, L, 2, self.n_heads, hs)
+                .permute(2, 0, 3, 1, 4)  # [2, B, nh, L, hs]
+                .unbind(0)
+            )
+        else:
+            q, k, v = (
+                self.qkv(x)  # [B, L, 3d]
+                .view(B, L, 3, self.n_heads, hs)
+                .permute(2, 0, 3, 1, 4)  # [3, B, nh, L, hs]
+                .unbind(0)
+            )
         if self.training and self.p_attention > 0.0:
             y = self._attention_with_dropout(q, k, v, attn_mask)  # [B, nh, Lq, hs]
         else:
@@ -311,15 +322,16 @@ class BERT4Rec(nn.Module):
         scores[:, self.mask_id] = float("-inf")
         return scores
 
-    def predict_next(self, history: Tensor) -> Tensor:
-        """Next-item scores: append [MASK] after the history and score that position only.
+    def next_state(self, history: Tensor) -> Tensor:
+        """The hidden state of a [MASK] appended after each history: what :meth:`score` ranks items with
+        (a user vector for downstream models).
 
         Args:
             history: ``Long[B, L]`` left-padded histories (any ``L``; only the most recent
                 ``max_len - 1`` items are kept, leaving room for the [MASK]).
 
         Returns:
-            ``Float[B, V]`` with PAD and MASK at ``-inf`` (already-seen items are NOT excluded).
+            ``Float[B, d]``.
         """
         history = history[:, -(self.max_len - 1) :]  # [B, L']
         mask_col = torch.full((history.shape[0], 1), self.mask_id, dtype=history.dtype, device=history.device)
@@ -328,5 +340,15 @@ class BERT4Rec(nn.Module):
         last = self.blocks[-1]
         assert isinstance(last, TransformerBlock)
         h = last.attention_sublayer(x, attn_mask, last_only=True)[:, 0]  # [B, d]: the [MASK] only
-        h = self._output_transform(last.feed_forward_sublayer(h))
-        return self.score(h)  # [B, V]
+        return self._output_transform(last.feed_forward_sublayer(h))
+
+    def predict_next(self, history: Tensor) -> Tensor:
+        """Next-item scores: append [MASK] after the history and score that position only.
+
+        Args:
+            history: ``Long[B, L]`` left-padded histories (see :meth:`next_state`).
+
+        Returns:
+            ``Float[B, V]`` with PAD and MASK at ``-inf`` (already-seen items are NOT excluded).
+        """
+        return self.score(self.next_state(history))  # [B, V]

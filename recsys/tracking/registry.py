@@ -21,8 +21,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +33,7 @@ from mlflow.models import Model
 from mlflow.tracking import is_tracking_uri_set
 
 from recsys.config import TrackingConfig
+from recsys.io import create_staging, discard, publish
 from recsys.tracking.pyfunc import BUNDLE_ARTIFACT, HISTORIES_ARTIFACT
 from recsys.tracking.store import check_reachable, resolve_tracking_uri
 from recsys.training.bundle import MANIFEST, BundleError
@@ -221,8 +220,7 @@ def _cached_download(
     cached = _cached(entry, origin)
     if cached is not None:
         return cached
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
+    staging = create_staging(entry)
     try:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -237,15 +235,11 @@ def _cached_download(
         # Another process may have finished the same download meanwhile: keep theirs if it is good.
         cached = _cached(entry, origin)
         if cached is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard(staging)
             return cached
-        if entry.exists():  # a stale copy (the registry was reset, or another store): replace it
-            stale = entry.with_name(f".{entry.name}.old-{os.getpid()}")
-            entry.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        staging.rename(entry)
+        publish(staging, entry)  # a stale copy (the registry was reset, or another store) is replaced
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
         raise
     return entry / record["path"]
 

@@ -2,8 +2,9 @@
 
 It opens a run, records what is needed to reproduce it (the resolved config as flat dotted params and as
 ``config.yaml``, the git commit, package versions, the dataset) and yields a :class:`Tracker`. When
-``tracking.enabled`` is false the same ``Tracker`` type does nothing. Only ``recsys.jobs``,
-``recsys.tracking`` and ``recsys.tuning`` talk to MLflow; the core packages never import it.
+``tracking.enabled`` is false the same ``Tracker`` type does nothing (and MLflow is not even imported).
+Only ``recsys.jobs``, ``recsys.tracking`` and ``recsys.tuning`` talk to MLflow; the core packages never
+import it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-
-import mlflow
-from mlflow import MlflowClient
-from mlflow.entities import Run, RunStatus
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING
 
 import recsys
 from recsys.config import RecsysConfig, flatten, to_yaml
-from recsys.tracking.store import check_reachable, ensure_experiment, resolve_tracking_uri
 from recsys.tracking.tracker import Tracker
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 __all__ = ["tracked_run"]
 
@@ -106,6 +106,8 @@ def _record_error(tracker: Tracker, exc: BaseException) -> None:
 
 
 def _status_for(exc: BaseException) -> str:
+    from mlflow.entities import RunStatus
+
     # Lightning turns SIGTERM into SIGTERMException, a SystemExit with no code: a killed run, not a
     # finished one (matched by name so that tracking does not import Lightning).
     if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "SIGTERMException":
@@ -116,6 +118,8 @@ def _status_for(exc: BaseException) -> str:
 
 
 def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
+    import mlflow
+
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         mlflow.end_run(status)
@@ -126,6 +130,8 @@ def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
 
 def _resumable(client: MlflowClient, run_id: str, experiment_id: str) -> Run | None:
     """The run to continue, if it exists in this store and experiment and is not deleted."""
+    from mlflow.exceptions import MlflowException
+
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -185,6 +191,12 @@ def tracked_run(
     if not cfg.tracking.enabled or not _is_global_rank_zero():
         yield Tracker.disabled()
         return
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import RunStatus
+
+    from recsys.tracking.store import check_reachable, ensure_experiment, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.tracking)
     check_reachable(uri)

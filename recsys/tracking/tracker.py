@@ -1,7 +1,8 @@
 """``Tracker``: logging into one MLflow run, a no-op when tracking is disabled.
 
 Pipeline code calls it unconditionally and never branches on tracking. Made by
-:func:`recsys.tracking.run.tracked_run`.
+:func:`recsys.tracking.run.tracked_run`. MLflow is imported only by a tracker that logs, so a job with
+tracking off never pays for importing it (seconds, cold).
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-
 from recsys.tracking.names import metric_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from mlflow import MlflowClient
     from pytorch_lightning.loggers import MLFlowLogger
 
 __all__ = ["Tracker"]
@@ -113,6 +112,8 @@ class Tracker:
         active = self._active()
         if active is None or not metrics:
             return
+        from mlflow.entities import Metric
+
         client, run_id = active
         now = int(time.time() * 1000)
         entries = [Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items()]
@@ -124,6 +125,8 @@ class Tracker:
         active = self._active()
         if active is None or not params:
             return
+        from mlflow.entities import Param
+
         client, run_id = active
         entries = [Param(metric_name(k), _param_value(v)) for k, v in params.items()]
         for chunk in _chunks(entries, _MAX_PARAMS_TAGS_PER_BATCH):
@@ -153,6 +156,8 @@ class Tracker:
         active = self._active()
         if active is None or not tags:
             return
+        from mlflow.entities import RunTag
+
         client, run_id = active
         entries = [RunTag(k, _tag_value(v)) for k, v in tags.items()]
         for chunk in _chunks(entries, _MAX_PARAMS_TAGS_PER_BATCH):

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -33,15 +30,17 @@ from safetensors.torch import load_file, save_file
 
 from recsys import __version__
 from recsys.config import RecsysConfig
-from recsys.data.prepared import PreparedDataset, dataset_fingerprint
-from recsys.data.staging import make_readable
+from recsys.data.fingerprint import dataset_fingerprint
+from recsys.data.prepared import PreparedDataset
 from recsys.data.vocab import Vocabulary
+from recsys.io import atomic_dir, sha256_file
 from recsys.model.bert4rec import BERT4Rec
 
 __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "BundleError",
+    "BundleManifest",
     "bundle_sha256",
     "check_compatible",
     "load_bundle",
@@ -57,6 +56,29 @@ class BundleError(ValueError):
     """A model bundle that is missing, incomplete, tampered with or of an unknown format."""
 
 
+class FileEntry(TypedDict):
+    sha256: str
+    bytes: int
+
+
+class _BundleManifestBase(TypedDict):
+    format: int
+    recsys_version: str
+    n_items: int
+    n_users: int
+    data_fingerprint: str
+    files: dict[str, FileEntry]
+
+
+class BundleManifest(_BundleManifestBase, total=False):
+    """``manifest.json`` of a bundle; ``fit`` adds the best validation metrics and epoch,
+    ``export_checkpoint`` the checkpoint it came from."""
+
+    best_val: dict[str, float]
+    best_epoch: int
+    checkpoint: str
+
+
 @dataclass
 class Bundle:
     """A loaded model bundle; ``model`` is in eval mode on the CPU."""
@@ -67,7 +89,7 @@ class Bundle:
     users: Vocabulary
     items: Vocabulary
     item_counts: np.ndarray
-    manifest: dict[str, Any]
+    manifest: BundleManifest
 
     @property
     def n_items(self) -> int:
@@ -76,14 +98,6 @@ class Bundle:
     @property
     def fingerprint(self) -> str:
         return str(self.manifest.get("data_fingerprint", ""))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_bundle(
@@ -97,11 +111,9 @@ def save_bundle(
     data_fingerprint: str = "",
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle atomically to ``path`` (replacing an existing bundle there)."""
+    """Write a bundle atomically to ``path``, replacing a bundle there (:func:`recsys.io.atomic_dir`)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "weights.safetensors"))
         save_file(
@@ -111,29 +123,19 @@ def save_bundle(
         (tmp / "config.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
         users.save(tmp / "users.parquet")
         items.save(tmp / "items.parquet")
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             "recsys_version": __version__,
             "n_items": int(model.n_items),
             "n_users": len(users),
             "data_fingerprint": data_fingerprint,
             "files": {
-                name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in _FILES
+                name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                for name in _FILES
             },
             **(extra or {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        make_readable(tmp)  # a serving account must read it: mkdtemp makes 0700, safetensors 0600 files
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -165,7 +167,7 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(
                 f"{file}: {size} bytes, manifest says {files[name]['bytes']} (truncated or altered)"
             )
-        if _sha256(file) != files[name]["sha256"]:
+        if sha256_file(file) != files[name]["sha256"]:
             raise BundleError(f"{file}: SHA-256 does not match the manifest (tampered or corrupted)")
     try:
         config = RecsysConfig.model_validate_json((root / "config.json").read_text(encoding="utf-8"))
@@ -186,7 +188,7 @@ def load_bundle(path: str | Path) -> Bundle:
         users=Vocabulary.load(root / "users.parquet"),
         items=Vocabulary.load(root / "items.parquet"),
         item_counts=stats["item_counts"].numpy(),
-        manifest=manifest,
+        manifest=manifest,  # checked above: format, every file's size and hash
     )
 
 

@@ -8,7 +8,7 @@ ranks agree on the batch plan without communicating.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,18 +19,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys.config import EvalConfig, MaskingConfig, ModelConfig, TrainConfig
 from recsys.data.prepared import PreparedDataset
-from recsys.data.sequences import Sequences
+from recsys.data.sequences import Sequences, pad_ranges
+from recsys.evaluation.protocol import EvalSet
 from recsys.model.masking import windows
 
 __all__ = [
     "EpochPermutation",
-    "EvalBatch",
     "LengthBucketSampler",
     "SequenceDataModule",
     "TrainBatch",
     "TrainingData",
     "build_windows",
-    "left_pad",
     "training_data",
 ]
 
@@ -43,37 +42,6 @@ class TrainBatch:
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
-
-
-@dataclass
-class EvalBatch:
-    """Histories to score and the targets to find, for validation/test/recommendation."""
-
-    users: torch.Tensor  # [B] user indices
-    history: torch.Tensor  # [B, L] model input: the most recent max_len-1 items, left-padded
-    seen: torch.Tensor  # [B, S] every item of the history (for exclusion), left-padded
-    targets: torch.Tensor  # [B, T] target items, right-padded with 0
-
-    def __len__(self) -> int:
-        return int(self.users.shape[0])
-
-
-def left_pad(rows: Sequence[np.ndarray], width: int | None = None) -> torch.Tensor:
-    """Stack 1-d int arrays into ``[len(rows), width]``, right-aligned (PAD = 0 on the left)."""
-    width = max((len(r) for r in rows), default=1) if width is None else width
-    out = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
-    for i, r in enumerate(rows):
-        if len(r):
-            out[i, width - len(r) :] = r[-width:] if len(r) > width else r
-    return torch.from_numpy(out)
-
-
-def _right_pad(rows: Sequence[np.ndarray]) -> torch.Tensor:
-    width = max((len(r) for r in rows), default=1)
-    out = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return torch.from_numpy(out)
 
 
 def build_windows(seqs: Sequences, max_len: int, masking: MaskingConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -179,22 +147,21 @@ class LengthBucketSampler(Sampler[list[int]]):
         return (n_batches - n_batches % self.world_size) // self.world_size
 
 
-class _WindowDataset(Dataset[np.ndarray]):
+class _WindowCollate:
+    """Row indices of windows -> a :class:`TrainBatch`, left-padded to the batch's longest window."""
+
     def __init__(self, items: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         self.items, self.starts, self.ends = items, starts, ends
 
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.items[self.starts[i] : self.ends[i]]
-
-
-def _pad_collate(rows: list[np.ndarray]) -> TrainBatch:
-    return TrainBatch(items=left_pad(rows))
+    def __call__(self, idx: list[int]) -> TrainBatch:
+        starts, ends = self.starts[idx], self.ends[idx]
+        width = max(1, int((ends - starts).max(initial=0)))
+        return TrainBatch(items=torch.from_numpy(pad_ranges(self.items, starts, ends, width)))
 
 
-class _EvalDataset(Dataset[int]):
+class _Rows(Dataset[int]):
+    """Item ``i`` is ``i``: the collate function (or the step) reads the rows itself."""
+
     def __init__(self, n: int) -> None:
         self.n = n
 
@@ -205,26 +172,8 @@ class _EvalDataset(Dataset[int]):
         return i
 
 
-class EvalCollate:
-    """Builds :class:`EvalBatch` from row indices into aligned history/target CSR arrays."""
-
-    def __init__(
-        self, users: np.ndarray, history: Sequences, targets: Sequences | None, max_len: int
-    ) -> None:
-        self.users = users
-        self.history = history
-        self.targets = targets
-        self.max_len = max_len
-
-    def __call__(self, idx: list[int]) -> EvalBatch:
-        hist = [self.history.get(i) for i in idx]
-        tgts = [self.targets.get(i) for i in idx] if self.targets is not None else [np.zeros(0)] * len(idx)
-        return EvalBatch(
-            users=torch.as_tensor(self.users[idx], dtype=torch.long),
-            history=left_pad([h[-(self.max_len - 1) :] for h in hist]),
-            seen=left_pad(hist),
-            targets=_right_pad(tgts),
-        )
+def _as_rows(idx: list[int]) -> np.ndarray:
+    return np.asarray(idx, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -260,22 +209,6 @@ def training_data(dataset: PreparedDataset, train: TrainConfig) -> TrainingData:
     )
 
 
-def align_targets(history: Sequences, targets: Sequences) -> tuple[np.ndarray, Sequences, Sequences]:
-    """History rows re-ordered to match ``targets.users``; a user with no history gets an empty one."""
-    n_hist = len(history.users)
-    pos = np.searchsorted(history.users, targets.users)
-    pos_c = np.minimum(pos, max(n_hist - 1, 0))
-    found = (pos < n_hist) & (history.users[pos_c] == targets.users) if n_hist else np.zeros(len(pos), bool)
-    lengths = np.where(found, np.diff(history.offsets)[pos_c] if n_hist else 0, 0).astype(np.int64)
-    offsets = np.zeros(len(targets.users) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    starts = history.offsets[pos_c] if n_hist else np.zeros(len(pos), np.int64)
-    # gather every history slice at once: position k of row j reads starts[j] + k
-    gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-    items = history.items[gather].astype(np.int32, copy=False)
-    return targets.users, Sequences(users=targets.users, offsets=offsets, items=items), targets
-
-
 class SequenceDataModule(L.LightningDataModule):
     """Training windows and validation batches of :func:`training_data`."""
 
@@ -299,6 +232,7 @@ class SequenceDataModule(L.LightningDataModule):
         self._sampler: LengthBucketSampler | None = None
         self._windows: tuple[np.ndarray, np.ndarray] | None = None
         self._data: TrainingData | None = None
+        self._validation: EvalSet | None = None
 
     @property
     def data(self) -> TrainingData:
@@ -347,9 +281,9 @@ class SequenceDataModule(L.LightningDataModule):
         epoch = trainer.current_epoch if trainer is not None else 0
         self.set_epoch(epoch)
         return DataLoader(
-            _WindowDataset(self.data.history.items, starts, ends),
+            _Rows(len(starts)),
             batch_sampler=self._sampler,
-            collate_fn=_pad_collate,
+            collate_fn=_WindowCollate(self.data.history.items, starts, ends),
             num_workers=self.num_workers,
             persistent_workers=False,
         )
@@ -366,22 +300,25 @@ class SequenceDataModule(L.LightningDataModule):
             return None
 
     # -- evaluation -------------------------------------------------------------------------------
-    def eval_dataloader(self, history: Sequences, targets: Sequences) -> DataLoader[Any]:
-        """Batches of (history, seen, targets) for every user in ``targets``, sharded across DDP ranks."""
-        users, history, targets = align_targets(history, targets)
-        index = np.arange(len(users))
+    @property
+    def validation(self) -> EvalSet:
+        """The validation users: histories aligned with their targets (built once)."""
+        if self._validation is None:
+            self._validation = EvalSet.of(self.data.val_history, self.data.val_targets)
+        return self._validation
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Batches of row positions into :attr:`validation`, sharded across DDP ranks; the module ranks
+        and scores them through the evaluation protocol."""
         trainer = self._trainer_or_none()
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
-        index = index[rank::world]
-        collate = EvalCollate(users, history, targets, self.model_cfg.max_len)
+        # Length-sorted, then every world_size-th: each rank's batches pad little and weigh the same.
+        index = np.argsort(self.validation.histories.lengths(), kind="stable")[rank::world]
         return DataLoader(
-            _EvalDataset(len(users)),
+            _Rows(len(self.validation)),
             sampler=index.tolist(),
             batch_size=self.eval_cfg.batch_size,
-            collate_fn=collate,
+            collate_fn=_as_rows,
             num_workers=0,
         )
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        return self.eval_dataloader(self.data.val_history, self.data.val_targets)

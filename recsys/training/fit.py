@@ -26,7 +26,8 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import Logger
 
 from recsys.config import RecsysConfig
-from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+from recsys.data.fingerprint import dataset_fingerprint
+from recsys.data.prepared import PreparedDataset
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.divergence import DivergenceGuard, check_finite_weights

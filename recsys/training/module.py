@@ -1,7 +1,8 @@
 """The LightningModule: wires model + masking + loss + optimiser, and validates with the shared metrics.
 
 Kept thin on purpose: the model is a pure ``nn.Module`` (``recsys.model``), the loss is a small module
-chosen by config (``recsys.model.losses``), the metrics are the ones ``recsys evaluate`` uses.
+chosen by config (``recsys.model.losses``), and validation goes through the evaluation protocol
+(:func:`recsys.evaluation.protocol.evaluate_batch`) that ``recsys evaluate`` uses.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import torch
 from torch import nn
 
 from recsys.config import RecsysConfig
-from recsys.evaluation.metrics import exclude_items_, mask_special_, per_user_metrics, topk
+from recsys.evaluation.metrics import RankingMetrics
+from recsys.evaluation.protocol import evaluate_batch
 from recsys.model.bert4rec import BERT4Rec
 from recsys.model.losses import build_loss
 from recsys.model.masking import mask_items
-from recsys.training.datamodule import EvalBatch, TrainBatch
+from recsys.training.datamodule import TrainBatch
 
 __all__ = ["VAL_KS", "BERT4RecModule", "metric_key"]
 
@@ -78,7 +80,7 @@ class BERT4RecModule(L.LightningModule):
         self.model = BERT4Rec(n_items, cfg.model)
         counts = torch.as_tensor(item_counts, dtype=torch.float32) if item_counts is not None else None
         self.loss_fn = build_loss(cfg.loss, n_items, counts)
-        self._val_sums: dict[str, torch.Tensor] = {}
+        self._val_metrics = RankingMetrics(VAL_KS, n_items)
         self._tokens = 0
         self._epoch_t0 = 0.0
         self._loss_sum = torch.zeros((), dtype=torch.float64)
@@ -135,37 +137,34 @@ class BERT4RecModule(L.LightningModule):
 
     # -- validation ---------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {}
+        self._val_metrics.reset()
 
-    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
-        scores = self.model.predict_next(batch.history)  # [B, V]
-        mask_special_(scores)
-        exclude_items_(scores, batch.seen)
-        top = topk(scores, max(VAL_KS))  # [B, K]
-        for k in VAL_KS:
-            for name, values in per_user_metrics(top, batch.targets, k).items():
-                if name not in ("ndcg", "hr"):
-                    continue
-                key = metric_key("val", f"{name}@{k}")
-                total = torch.as_tensor(np.asarray(values, dtype=np.float64).sum(), dtype=torch.float64)
-                self._val_sums[key] = self._val_sums.get(key, torch.zeros((), dtype=torch.float64)) + total
-        n = torch.tensor(float(len(batch)), dtype=torch.float64)
-        self._val_sums["_users"] = self._val_sums.get("_users", torch.zeros((), dtype=torch.float64)) + n
+    def validation_step(self, rows: np.ndarray, batch_idx: int) -> None:
+        # The evaluation protocol: the same rank -> metrics path as `recsys evaluate` and `recommend`.
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
+        evaluate_batch(
+            self._val_metrics,
+            self.model.predict_next,
+            datamodule.validation,
+            np.asarray(rows, dtype=np.int64),
+            max_history=self.model.max_len - 1,
+            device=self.device,
+        )
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_sums:
+        metrics = self._val_metrics
+        if not metrics.users:
             return
-        keys = sorted(self._val_sums)
-        stacked = torch.stack([self._val_sums[k] for k in keys]).to(self.device)
+        sums = metrics.sums()
+        keys = [f"{name}@{k}" for k in VAL_KS for name in ("ndcg", "hr")]
+        stacked = torch.tensor([*(sums[key] for key in keys), metrics.users], dtype=torch.float64)
         # Sum over DDP ranks (each scored a disjoint shard of users) before dividing.
-        reduced = (
-            self.trainer.strategy.reduce(stacked, reduce_op="sum") if self.trainer.world_size > 1 else stacked
-        )
-        values = dict(zip(keys, reduced.cpu().tolist(), strict=True))
-        users = max(values.pop("_users"), 1.0)
-        for key, total in values.items():
+        if self.trainer.world_size > 1:
+            stacked = self.trainer.strategy.reduce(stacked.to(self.device), reduce_op="sum").cpu()
+        users = max(float(stacked[-1]), 1.0)
+        for key, total in zip(keys, stacked[:-1].tolist(), strict=True):
             # Already equal on every rank; sync_dist (a mean of equal values, exact) only tells Lightning so.
-            self.log(key, total / users, prog_bar=True, logger=False, sync_dist=True)
+            self.log(metric_key("val", key), total / users, prog_bar=True, logger=False, sync_dist=True)
 
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

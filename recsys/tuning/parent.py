@@ -12,7 +12,8 @@ import optuna
 import yaml
 
 from recsys.config import RecsysConfig
-from recsys.data.prepared import PreparedDataset, dataset_fingerprint
+from recsys.data.fingerprint import dataset_fingerprint
+from recsys.data.prepared import PreparedDataset
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
 from recsys.tracking.store import resolve_tracking_uri

@@ -88,7 +88,7 @@ def fill(filesystem: Path, leave_bytes: int) -> Path:
 _KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from recsys.data.staging import create_staging
+from recsys.io import create_staging
 staging = create_staging(Path(sys.argv[1]))
 (staging / "interactions.parquet").write_bytes(b"half a file")
 print(staging, flush=True)

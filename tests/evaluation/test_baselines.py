@@ -1,24 +1,17 @@
-"""Baselines on a hand table, and the evaluation loop that scores them (and the model) the same way."""
+"""Baselines on a hand table, and the evaluation protocol that scores them (and the model) the same way."""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
-from recsys.evaluation.baselines import (
-    CSR,
-    LastItemTransitions,
-    MostPopular,
-    Scorer,
-    as_csr,
-    evaluate_scorer,
-    item_counts_from_csr,
-)
-from recsys.evaluation.metrics import topk
+from recsys.data.sequences import Sequences
+from recsys.evaluation.baselines import LastItemTransitions, MostPopular, item_counts_from_csr
+from recsys.evaluation.protocol import Sampling, Scorer, evaluate
+from recsys.inference.topk import topk
 
 N_ITEMS = 5  # V = 7: PAD 0, items 1..5, MASK 6
 # Hand table, oldest first:  u0: 1 2 3   u1: 2 3 4   u2: 3 1
@@ -26,6 +19,7 @@ N_ITEMS = 5  # V = 7: PAD 0, items 1..5, MASK 6
 # transitions (inside users only): 1→2, 2→3 (twice), 3→4, 3→1; never 3→2 (u0 end → u1 start) nor 4→3.
 OFFSETS = np.array([0, 3, 6, 8], dtype=np.int64)
 ITEMS = np.array([1, 2, 3, 2, 3, 4, 3, 1], dtype=np.int32)
+TRAIN = Sequences(np.arange(3, dtype=np.int64), OFFSETS, ITEMS)
 
 
 def ranking(scorer: Scorer, history: list[int], k: int = 5) -> list[int]:
@@ -37,7 +31,7 @@ def test_item_counts() -> None:
 
 
 def test_most_popular_by_hand() -> None:
-    model = MostPopular.fit(OFFSETS, ITEMS, N_ITEMS)
+    model = MostPopular.fit(TRAIN, N_ITEMS)
     scores = model.scores(torch.tensor([[0, 1], [2, 3]]))
     assert scores.shape == (2, N_ITEMS + 2)
     assert torch.isinf(scores[:, [0, 6]]).all()
@@ -47,7 +41,7 @@ def test_most_popular_by_hand() -> None:
 
 
 def test_transitions_by_hand() -> None:
-    model = LastItemTransitions(OFFSETS, ITEMS, N_ITEMS)
+    model = LastItemTransitions(TRAIN, N_ITEMS)
     assert model.nnz == 4  # (1,2), (2,3), (3,1), (3,4): stored sparsely
     assert model.indptr.shape == (N_ITEMS + 3,)
     items, counts = model.successors(2)
@@ -64,23 +58,14 @@ def test_transitions_by_hand() -> None:
     assert ranking(model, [1, 2, 4]) == [3, 1, 2, 4, 5]
     assert ranking(model, [0, 0, 0]) == [3, 1, 2, 4, 5]
     with pytest.raises(ValueError, match="backoff_weight"):
-        LastItemTransitions(OFFSETS, ITEMS, N_ITEMS, backoff_weight=1.0)
+        LastItemTransitions(TRAIN, N_ITEMS, backoff_weight=1.0)
 
 
 def test_transitions_tie_break_survives_large_counts() -> None:
     # 100k repetitions of 1→2 and 1→3, item 3 slightly more popular: float32 would lose the back-off.
     seqs = [[1, 2]] * 100_000 + [[1, 3]] * 100_000 + [[3]]
-    csr = as_csr(seqs)
-    model = LastItemTransitions(csr.offsets, csr.items, 3)
+    model = LastItemTransitions(Sequences.from_lists(seqs), 3)
     assert ranking(model, [1], k=2) == [3, 2]
-
-
-class Targets(NamedTuple):
-    """Stands in for recsys.data.sequences.Sequences (attributes only)."""
-
-    users: np.ndarray
-    offsets: np.ndarray
-    items: np.ndarray
 
 
 def test_evaluate_most_popular_by_hand() -> None:
@@ -89,9 +74,9 @@ def test_evaluate_most_popular_by_hand() -> None:
     #   u1 saw {2,3,4} -> [1, 5], target 1 at rank 1
     #   u2 saw {3,1}   -> [2, 4, 5], target 5 at rank 3: ndcg@3 = 1/log2(4) = 0.5
     # ndcg@1 = 2/3, hr@3 = 1, ndcg@3 = (1 + 1 + 0.5)/3, coverage@1 = |{4, 1, 2}|/5.
-    scorer = MostPopular.fit(OFFSETS, ITEMS, N_ITEMS)
-    targets = [[4], [1], [5]]
-    result = evaluate_scorer(scorer, CSR(OFFSETS, ITEMS), targets, ks=[1, 3], n_items=N_ITEMS, batch_size=2)
+    scorer = MostPopular.fit(TRAIN, N_ITEMS)
+    targets = Sequences.from_lists([[4], [1], [5]])
+    result = evaluate(scorer, TRAIN, targets, ks=[1, 3], n_items=N_ITEMS, batch_size=2)
     m = result.metrics
     assert m["users"] == 3
     assert m["ndcg@1"] == pytest.approx(2 / 3)
@@ -100,7 +85,7 @@ def test_evaluate_most_popular_by_hand() -> None:
     assert m["coverage@1"] == pytest.approx(3 / 5)
     assert result.per_user is None
     # Without exclusion everyone gets [3, 1, 2]: only u1's target (1) is found, at rank 2.
-    kept = evaluate_scorer(scorer, CSR(OFFSETS, ITEMS), targets, ks=[3], n_items=N_ITEMS, exclude_seen=False)
+    kept = evaluate(scorer, TRAIN, targets, ks=[3], n_items=N_ITEMS, exclude_seen=False)
     assert kept.metrics["hr@3"] == pytest.approx(1 / 3)
     assert kept.metrics["mrr@3"] == pytest.approx(0.5 / 3)
 
@@ -108,21 +93,19 @@ def test_evaluate_most_popular_by_hand() -> None:
 def test_all_seen_items_are_excluded_beyond_max_len() -> None:
     # u0's input is cut to its last item (3) but 1 and 2 are still excluded, so the transition scorer's
     # favourite (1) never appears: ranking [4, 5].
-    scorer = LastItemTransitions(OFFSETS, ITEMS, N_ITEMS)
-    result = evaluate_scorer(
-        scorer, CSR(OFFSETS, ITEMS), [[4], [5], [2]], ks=[2], n_items=N_ITEMS, max_len=1, per_user=True
-    )
+    scorer = LastItemTransitions(TRAIN, N_ITEMS)
+    targets = Sequences.from_lists([[4], [5], [2]])
+    result = evaluate(scorer, TRAIN, targets, ks=[2], n_items=N_ITEMS, max_history=1, per_user=True)
     assert result.per_user is not None
     assert result.per_user["hr@2"].tolist() == [1.0, 1.0, 1.0]
     assert result.per_user["history_length"].tolist() == [3, 3, 2]
 
 
 def test_users_align_and_per_user_columns() -> None:
-    histories = Targets(np.array([0, 1, 2]), OFFSETS, ITEMS)
-    targets = Targets(np.array([0, 2]), np.array([0, 1, 3]), np.array([4, 5, 2]))  # u1 has no target
-    result = evaluate_scorer(
-        MostPopular.fit(OFFSETS, ITEMS, N_ITEMS),
-        histories,
+    targets = Sequences(np.array([0, 2]), np.array([0, 1, 3]), np.array([4, 5, 2]))  # u1 has no target
+    result = evaluate(
+        MostPopular.fit(TRAIN, N_ITEMS),
+        TRAIN,
         targets,
         ks=[3],
         n_items=N_ITEMS,
@@ -140,9 +123,9 @@ def test_users_align_and_per_user_columns() -> None:
     assert table["precision@3"].tolist() == pytest.approx([1 / 3, 2 / 3])
     assert result.metrics["users"] == 2
     with pytest.raises(ValueError, match="no history"):
-        evaluate_scorer(
-            MostPopular.fit(OFFSETS, ITEMS, N_ITEMS),
-            Targets(np.array([0, 1]), OFFSETS[:3], ITEMS[:6]),
+        evaluate(
+            MostPopular.fit(TRAIN, N_ITEMS),
+            Sequences(np.array([0, 1]), OFFSETS[:3], ITEMS[:6]),
             targets,
             ks=[3],
             n_items=N_ITEMS,
@@ -163,21 +146,24 @@ class RandomScorer:
 def test_batch_size_and_sampled_options() -> None:
     rng = np.random.default_rng(0)
     n_items = 60
-    histories = [rng.integers(1, n_items + 1, size=int(rng.integers(0, 30))).tolist() for _ in range(97)]
-    targets = [rng.integers(1, n_items + 1, size=int(rng.integers(1, 4))).tolist() for _ in range(97)]
+    histories = Sequences.from_lists(
+        rng.integers(1, n_items + 1, size=int(rng.integers(0, 30))).tolist() for _ in range(97)
+    )
+    targets = Sequences.from_lists(
+        rng.integers(1, n_items + 1, size=int(rng.integers(1, 4))).tolist() for _ in range(97)
+    )
     scorer = RandomScorer(n_items)
-    one = evaluate_scorer(scorer, histories, targets, ks=[5, 10], n_items=n_items, batch_size=1)
-    many = evaluate_scorer(scorer, histories, targets, ks=[5, 10], n_items=n_items, batch_size=40)
+    one = evaluate(scorer, histories, targets, ks=[5, 10], n_items=n_items, batch_size=1)
+    many = evaluate(scorer, histories, targets, ks=[5, 10], n_items=n_items, batch_size=40)
     assert one.metrics == pytest.approx(many.metrics)
 
-    sampled = evaluate_scorer(
+    sampled = evaluate(
         scorer,
         histories,
         targets,
         ks=[10],
         n_items=n_items,
-        sampled_negatives=20,
-        generator=torch.Generator().manual_seed(0),
+        sampling=Sampling(20, generator=torch.Generator().manual_seed(0)),
         per_user=True,
     )
     assert sampled.per_user is not None
@@ -193,4 +179,4 @@ def test_scorer_shape_is_checked() -> None:
             return torch.zeros(history.shape[0], 3)
 
     with pytest.raises(ValueError, match="expected"):
-        evaluate_scorer(Wrong(), [[1]], [[2]], ks=[1], n_items=N_ITEMS)
+        evaluate(Wrong(), Sequences.from_lists([[1]]), Sequences.from_lists([[2]]), ks=[1], n_items=N_ITEMS)

@@ -9,15 +9,8 @@ import polars as pl
 import pytest
 
 from recsys.config import EvalConfig
-from recsys.evaluation.baselines import (
-    CSR,
-    EvalResult,
-    LastItemTransitions,
-    MostPopular,
-    Scorer,
-    evaluate_scorer,
-    item_counts_from_csr,
-)
+from recsys.data.sequences import Sequences
+from recsys.evaluation.baselines import LastItemTransitions, MostPopular, item_counts_from_csr
 from recsys.evaluation.breakdown import (
     BreakdownBy,
     breakdown,
@@ -28,6 +21,7 @@ from recsys.evaluation.breakdown import (
     popularity_edges,
     save_breakdown,
 )
+from recsys.evaluation.protocol import EvalResult, Scorer, evaluate
 
 
 def test_history_buckets_by_hand() -> None:
@@ -57,24 +51,17 @@ def results() -> dict[str, EvalResult]:
         rng.choice(np.arange(1, n_items + 1), size=int(rng.integers(2, 150)), p=weights)
         for _ in range(n_users)
     ]
-    train = CSR(*_csr([s[:-1] for s in seqs]))
-    targets = [s[-1:] for s in seqs]
+    train = Sequences.from_lists(s[:-1] for s in seqs)
+    targets = Sequences.from_lists(s[-1:] for s in seqs)
     counts = item_counts_from_csr(train.items, n_items)
     scorers: dict[str, Scorer] = {
-        "transitions": LastItemTransitions(train.offsets, train.items, n_items),
+        "transitions": LastItemTransitions(train, n_items),
         "most_popular": MostPopular(counts, n_items),
     }
     return {
-        name: evaluate_scorer(
-            scorer, train, targets, ks=[5, 10], n_items=n_items, item_counts=counts, per_user=True
-        )
+        name: evaluate(scorer, train, targets, ks=[5, 10], n_items=n_items, item_counts=counts, per_user=True)
         for name, scorer in scorers.items()
     }
-
-
-def _csr(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    return offsets, np.concatenate(seqs).astype(np.int32)
 
 
 @pytest.mark.parametrize("by", ["history_length", "target_popularity"])

@@ -10,14 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.evaluation.metrics import (
-    RankingMetrics,
-    exclude_items_,
-    mask_special_,
-    per_user_metrics,
-    topk,
-)
-from tests.evaluation.reference import reference_metrics, reference_topk
+from recsys.evaluation.metrics import RankingMetrics, per_user_metrics
+from recsys.inference.topk import mask_special_, topk
+from tests.evaluation.reference import reference_metrics
 
 INF = float("-inf")
 
@@ -100,42 +95,6 @@ def test_keys_follow_the_contract() -> None:
     expected = {"ndcg", "hr", "recall", "mrr", "map", "precision", "coverage", "popularity", "novelty"}
     assert set(m.compute()) == {f"{name}@10" for name in expected} | {"users"}
     assert "popularity@10" not in RankingMetrics([10], n_items=20).compute()
-
-
-# ------------------------------------------------------------------------------- top-k and masking
-def test_topk_breaks_ties_by_lower_index() -> None:
-    scores = torch.tensor([[INF, 1.0, 2.0, 2.0, 2.0, 0.5, INF]])
-    assert topk(scores, 2).tolist() == [[2, 3]]  # three items tie at 2.0: the two lowest indices win
-    assert topk(scores, 4).tolist() == [[2, 3, 4, 1]]
-    # Ties inside the top-k (not at the boundary) are ordered by index as well.
-    assert topk(torch.tensor([[INF, 5.0, 9.0, 5.0, 9.0, INF]]), 4).tolist() == [[2, 4, 1, 3]]
-
-
-def test_topk_excluded_slots_become_pad() -> None:
-    scores = mask_special_(torch.tensor([[0.0, 3.0, 1.0, 2.0, 0.0]]))  # V = 5, three real items
-    exclude_items_(scores, torch.tensor([[0, 0, 3, 1]]))  # seen {1, 3}, left-padded
-    assert topk(scores, 3).tolist() == [[2, 0, 0]]
-    assert topk(scores, 8).tolist() == [[2, 0, 0, 0, 0, 0, 0, 0]]  # k > V is padded too
-
-
-def test_mask_special_and_exclusion() -> None:
-    scores = torch.arange(6, dtype=torch.float32).repeat(2, 1)  # V = 6: PAD 0, items 1..4, MASK 5
-    mask_special_(scores)
-    assert torch.isinf(scores[:, [0, 5]]).all()
-    exclude_items_(scores, torch.tensor([[0, 4], [2, 3]]))
-    assert topk(scores, 1).tolist() == [[3], [4]]  # the best item (4) is seen by user 0 only
-    assert torch.isfinite(scores[1, [1, 4]]).all()
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.data())
-def test_topk_matches_reference_with_heavy_ties(data: st.DataObject) -> None:
-    n_rows = data.draw(st.integers(1, 6))
-    n_cols = data.draw(st.integers(2, 12))
-    k = data.draw(st.integers(1, 14))
-    values = st.sampled_from([INF, 0.0, 1.0, 2.0])  # few distinct values: ties everywhere
-    rows = [data.draw(st.lists(values, min_size=n_cols, max_size=n_cols)) for _ in range(n_rows)]
-    assert topk(torch.tensor(rows), k).tolist() == [reference_topk(r, k) for r in rows]
 
 
 # ----------------------------------------------------------------------------- reference agreement
@@ -255,7 +214,7 @@ def test_cuda_matches_cpu() -> None:
     results = []
     for device in ("cpu", "cuda"):
         metrics = RankingMetrics([1, 10, 50], 500, np.arange(502))
-        s = exclude_items_(scores.to(device), seen.to(device))
+        s = scores.to(device).scatter_(1, seen.to(device).long(), float("-inf"))  # seen items excluded
         metrics.update(topk(s, 50), targets.to(device))
         results.append(metrics.compute())
     assert results[1] == pytest.approx(results[0], abs=1e-9)

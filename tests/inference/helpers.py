@@ -44,7 +44,7 @@ def untrained_setup(
     root: Path, *, n_users: int = 60, n_items: int = 30, seed: int = 0, **overrides: object
 ) -> Setup:
     """Prepared dataset + a bundle of a randomly initialised model (no training: fast)."""
-    from recsys.data.prepared import dataset_fingerprint
+    from recsys.data.fingerprint import dataset_fingerprint
     from recsys.training.bundle import save_bundle
 
     root.mkdir(parents=True, exist_ok=True)

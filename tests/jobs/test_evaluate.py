@@ -1,5 +1,5 @@
-"""The ``evaluate`` job: same numbers as ``evaluate_scorer``, baselines, sampled labels, breakdown files,
-fingerprint checks, MLflow logging, and leakage checks on the evaluation protocol itself."""
+"""The ``evaluate`` job: same numbers as the protocol's ``evaluate``, baselines, sampled labels, breakdown
+files, fingerprint checks, MLflow logging, and leakage checks on the evaluation protocol itself."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from torch import Tensor
 from recsys.cli import main
 from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset
-from recsys.evaluation.baselines import LastItemTransitions, MostPopular, Scorer, evaluate_scorer
-from recsys.inference.scoring import ModelScorer
+from recsys.evaluation.baselines import LastItemTransitions, MostPopular
+from recsys.evaluation.protocol import Scorer
+from recsys.evaluation.protocol import evaluate as protocol_evaluate
+from recsys.inference.recommender import Recommender
 from recsys.jobs import evaluate
 from recsys.tracking.store import resolve_tracking_uri
 from recsys.training.bundle import BundleError, load_bundle, save_bundle
@@ -53,7 +55,7 @@ def test_result(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> evalu
 
 # ------------------------------------------------------------------------------------------ numbers
 @pytest.mark.parametrize("split", ["test", "validation"])
-def test_metrics_equal_evaluate_scorer_directly(
+def test_metrics_equal_the_protocol_directly(
     setup: Setup, split: Any, test_result: evaluate.EvaluateResult, tmp_path: Path
 ) -> None:
     if split == "test":
@@ -66,22 +68,20 @@ def test_metrics_equal_evaluate_scorer_directly(
     bundle = load_bundle(setup.bundle)
     train = data.history("train")
     scorers: dict[str, Scorer] = {
-        "bert4rec": ModelScorer(bundle.model),
+        "bert4rec": Recommender.load(bundle),
         "most_popular": MostPopular(counts, data.n_items),
-        "last_item_transitions": LastItemTransitions(
-            train.offsets, train.items, data.n_items, item_counts=counts
-        ),
+        "last_item_transitions": LastItemTransitions(train, data.n_items, item_counts=counts),
     }
     assert list(result.metrics) == list(scorers)  # model first, then the baselines
     for name, scorer in scorers.items():
-        direct = evaluate_scorer(
+        direct = protocol_evaluate(
             scorer,
             data.history(split),
             data.targets(split),
             ks=setup.cfg.eval.ks,
             n_items=data.n_items,
             item_counts=counts,
-            max_len=setup.cfg.model.max_len - 1,
+            max_history=setup.cfg.model.max_len - 1,
         ).metrics
         assert result.metrics[name] == pytest.approx(direct, rel=1e-9), name
     assert result.users == len(data.targets(split)) == data.n_users
@@ -112,14 +112,14 @@ def test_sampled_holdout_bundle_is_validated_on_its_sample_only(setup: Setup, tm
     train = view.history
     assert len(train.items) == len(data.history("train").items) + data.n_users - 7  # one event per user
     counts = np.bincount(train.items, minlength=data.n_items + 2)
-    direct = evaluate_scorer(
-        LastItemTransitions(train.offsets, train.items, data.n_items, item_counts=counts),
+    direct = protocol_evaluate(
+        LastItemTransitions(train, data.n_items, item_counts=counts),
         data.history("validation"),
         view.val_targets,
         ks=setup.cfg.eval.ks,
         n_items=data.n_items,
         item_counts=data.item_counts(),
-        max_len=setup.cfg.model.max_len - 1,
+        max_history=setup.cfg.model.max_len - 1,
     ).metrics
     assert result.metrics["last_item_transitions"] == pytest.approx(direct, rel=1e-9)
 
@@ -284,7 +284,7 @@ class TargetPeeker:
 
 
 def _test_metrics(dataset: PreparedDataset, scorer: Any) -> dict[str, float]:
-    return evaluate_scorer(
+    return protocol_evaluate(
         scorer,
         dataset.history("test"),
         dataset.targets("test"),

@@ -20,7 +20,7 @@ from recsys.cli import main
 from recsys.config import ConfigError, RecsysConfig
 from recsys.data.errors import MissingColumnError, RaggedRowError, SourceNotFoundError, UnknownIdError
 from recsys.data.sequences import Sequences
-from recsys.inference.recommend import topk_batches
+from recsys.inference.recommender import Recommender
 from recsys.inference.writer import SLEEP_AFTER_PART_ENV, OutputDirError, read_manifest
 from recsys.jobs import recommend, similar_items
 from recsys.training.bundle import load_bundle
@@ -54,11 +54,12 @@ def full_histories(setup: Setup) -> Sequences:
     )
 
 
-def reference(setup: Setup, histories: Sequences, **kwargs: Any) -> pl.DataFrame:
-    """topk_batches on the same histories, decoded: what every recommend output must equal."""
-    bundle = load_bundle(setup.bundle)
+def reference(setup: Setup, histories: Sequences) -> pl.DataFrame:
+    """The Recommender's top k on the same histories (index space, batches in input order): what every
+    recommend output must equal."""
+    recommender = Recommender.load(load_bundle(setup.bundle))
     rows = []
-    for top in topk_batches(bundle.model, histories, K, **kwargs):
+    for top in recommender.topk(histories, K, order="input"):
         users, items, scores, rank = top.to_long()
         rows.append(pl.DataFrame({"row": users, "item": items, "score": scores, "rank": rank}))
     return pl.concat(rows).sort(["row", "rank"])

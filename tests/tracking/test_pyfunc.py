@@ -1,7 +1,7 @@
 """The MLflow pyfunc model and model URIs, against a real ``mlflow server`` and a local SQLite store.
 
 The promise under test: ``mlflow.pyfunc.load_model("models:/name/1").predict(...)``, in a fresh process,
-gives exactly the recommendations ``recsys.inference.recommend.topk_batches`` gives on the bundle.
+gives exactly the recommendations the bundle's ``Recommender`` ranks (index space, decoded here by hand).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from recsys.config import RecsysConfig, load_config
 from recsys.data.errors import UnknownIdError
 from recsys.data.prepared import PreparedDataset
 from recsys.data.sequences import Sequences
-from recsys.inference.recommend import histories_from_frame, topk_batches
+from recsys.inference.ids import histories_from_frame
+from recsys.inference.recommender import Recommender
 from recsys.jobs import recommend
 from recsys.tracking.pyfunc import RecsysPyfuncModel, log_pyfunc_model, model_signature
 from recsys.tracking.registry import MODEL_CACHE_ENV, ModelURIError, resolve_model, resolve_model_uri
@@ -160,9 +161,9 @@ def all_events(dataset: PreparedDataset) -> Sequences:
 def expected(
     bundle: Bundle, histories: Any, row_ids: np.ndarray, *, k: int, exclude_seen: bool
 ) -> pd.DataFrame:
-    """Recommendations straight from ``topk_batches``, decoded by hand (PAD = nothing left to recommend)."""
+    """Recommendations straight from ``Recommender.topk``, decoded by hand (PAD: nothing left to rank)."""
     rows: list[tuple[Any, Any, float, int]] = []
-    for block in topk_batches(bundle.model, histories, k, exclude_seen=exclude_seen):
+    for block in Recommender.load(bundle).topk(histories, k, exclude_seen=exclude_seen):
         for user, items, scores in zip(block.users, block.items, block.scores, strict=True):
             user_id = row_ids[int(np.searchsorted(histories.users, user))]
             for rank, (item, score) in enumerate(zip(items, scores, strict=True), start=1):
@@ -196,8 +197,9 @@ def new_user_frame() -> pd.DataFrame:
 
 
 def expected_new(trained: Trained, *, k: int = K) -> pd.DataFrame:
-    seqs, ids, _ = histories_from_frame(pl.from_pandas(new_user_frame()), trained.bundle, unknown="error")
-    return expected(trained.bundle, seqs, np.asarray(ids), k=k, exclude_seen=True)
+    frame = pl.from_pandas(new_user_frame())
+    seqs, ids, _ = histories_from_frame(frame, trained.bundle.items, unknown="error")
+    return expected(trained.bundle, seqs, ids.to_numpy(), k=k, exclude_seen=True)
 
 
 def assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
@@ -259,7 +261,7 @@ def predict_in_fresh_process(models: list[tuple[Logged, list[Job]]], tmp: Path) 
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_registered_models_predict_like_topk_batches_in_a_fresh_process(
+def test_registered_models_predict_like_the_recommender_in_a_fresh_process(
     trained: Trained, registered: dict[str, Logged], tmp_path: Path
 ) -> None:
     for logged in registered.values():

@@ -8,8 +8,9 @@ import pytest
 import pytorch_lightning as L
 import torch
 
-from recsys.evaluation.baselines import MostPopular, evaluate_scorer
-from recsys.inference.scoring import ModelScorer
+from recsys.evaluation.baselines import MostPopular
+from recsys.evaluation.protocol import evaluate
+from recsys.inference.recommender import Recommender
 from recsys.training.bundle import BundleError, load_bundle
 from recsys.training.fit import MONITOR, export_checkpoint, fit
 from tests.training.helpers import planted_rule_log, prepared, tiny_config
@@ -27,15 +28,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 def test_planted_next_item_rule_is_learned(trained) -> None:  # type: ignore[no-untyped-def]
     cfg, data, result = trained
-    model_eval = evaluate_scorer(
-        ModelScorer(result.module.model),
+    model_eval = evaluate(
+        Recommender(result.module.model, data.users, data.items),
         data.history("test"),
         data.targets("test"),
         ks=[1, 10],
         n_items=data.n_items,
-        max_len=cfg.model.max_len - 1,
+        max_history=cfg.model.max_len - 1,
     )
-    popular = evaluate_scorer(
+    popular = evaluate(
         MostPopular(data.item_counts(), data.n_items),
         data.history("test"),
         data.targets("test"),
@@ -133,13 +134,13 @@ def test_ema_weights_are_validated_checkpointed_and_shipped(tmp_path: Path) -> N
     for name, value in bundle.model.state_dict().items():
         assert torch.equal(value, best[f"model.{name}"]), name
     # ...and validation scored those weights: re-scoring it reproduces the recorded best metric.
-    rescored = evaluate_scorer(
-        ModelScorer(bundle.model),
+    rescored = evaluate(
+        Recommender.load(bundle),
         result.data.val_history,
         result.data.val_targets,
         ks=[10],
         n_items=data.n_items,
-        max_len=cfg.model.max_len - 1,
+        max_history=cfg.model.max_len - 1,
     )
     assert rescored.metrics["ndcg@10"] == pytest.approx(result.best_val[MONITOR], abs=1e-6)
 

@@ -1,37 +1,27 @@
-"""recsys.inference.recommend: batched top-k against a brute-force reference, filters, input files."""
+"""recsys.inference.topk: the one ranking path against a brute-force reference, filters, tie-breaking."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import recsys.inference.recommend as rec
+import recsys.inference.topk as rec
 from recsys.config import ModelConfig
-from recsys.data.errors import (
-    InvalidValueError,
-    MissingColumnError,
-    RaggedRowError,
-    SourceNotFoundError,
-    UnknownIdError,
-)
 from recsys.data.sequences import Sequences
 from recsys.data.vocab import Vocabulary
-from recsys.inference.recommend import (
-    TopK,
-    blocked_items,
-    histories_from_frame,
-    read_histories_file,
-    read_id_file,
-    select_rows,
-    topk_batches,
-)
+from recsys.inference.recommender import Recommender
+from recsys.inference.topk import TopK, blocked_items, mask_special_, rank, topk
 from recsys.model.bert4rec import BERT4Rec
+from tests.evaluation.reference import reference_topk
 from tests.inference.helpers import random_histories
+
+INF = float("-inf")
 
 N_ITEMS = 15
 
@@ -71,6 +61,26 @@ def brute_force(
         ranked = sorted((i for i in range(N_ITEMS + 2) if i not in banned), key=lambda i: (-scores[i], i))
         out[user] = [(i, scores[i]) for i in ranked[:k]]
     return out
+
+
+def topk_batches(
+    model: BERT4Rec,
+    histories: Sequences,
+    k: int,
+    *,
+    allow: np.ndarray | None = None,
+    deny: np.ndarray | None = None,
+    batch_size: int = 1024,
+    **kwargs: Any,
+) -> Any:
+    """Every row's top k through a Recommender (index space), as the batch job ranks them."""
+    n_users = int(histories.users.max(initial=0)) + 1
+    users = Vocabulary(pl.Series("id", np.arange(n_users)), offset=0)
+    items = Vocabulary(pl.Series("id", np.arange(model.n_items)), offset=1)
+    recommender = Recommender(model, users, items, batch_size=batch_size)
+    mask = blocked_items(model.n_items, allow=allow, deny=deny)
+    blocked = None if mask is None else torch.from_numpy(mask)
+    return recommender.topk(histories, k, blocked=blocked, **kwargs)
 
 
 def collect(blocks: Any) -> dict[int, list[tuple[int, float]]]:
@@ -146,102 +156,63 @@ def test_encoder_chunks_do_not_change_results(
 
 def test_bad_arguments(model: BERT4Rec, histories: Sequences) -> None:
     with pytest.raises(ValueError, match="k must be >= 1"):
-        next(topk_batches(model, histories, 0))
+        next(iter(topk_batches(model, histories, 0)))
     with pytest.raises(ValueError, match="batch_size"):
-        next(topk_batches(model, histories, 3, batch_size=0))
+        next(iter(topk_batches(model, histories, 3, batch_size=0)))
     with pytest.raises(ValueError, match="allow holds item indices outside"):
         blocked_items(N_ITEMS, allow=np.array([0, 3]))
 
 
-def test_select_rows_renumbers(histories: Sequences) -> None:
-    picked = select_rows(histories, np.array([4, 0, 2]))
-    assert picked.users.tolist() == [0, 1, 2]
-    for new, old in enumerate([4, 0, 2]):
-        assert picked.get(new).tolist() == histories.get(old).tolist()
+# ------------------------------------------------------------------------------- topk() itself
+def test_topk_breaks_ties_by_lower_index() -> None:
+    scores = torch.tensor([[INF, 1.0, 2.0, 2.0, 2.0, 0.5, INF]])
+    assert topk(scores, 2).tolist() == [[2, 3]]  # three items tie at 2.0: the two lowest indices win
+    assert topk(scores, 4).tolist() == [[2, 3, 4, 1]]
+    # Ties inside the top-k (not at the boundary) are ordered by index as well.
+    assert topk(torch.tensor([[INF, 5.0, 9.0, 5.0, 9.0, INF]]), 4).tolist() == [[2, 4, 1, 3]]
 
 
-# ------------------------------------------------------------------------------------------ histories
-class _Bundle:
-    """The part of a Bundle that ``histories_from_frame`` reads."""
-
-    def __init__(self, item_ids: list[int]) -> None:
-        self.items = Vocabulary(pl.Series("id", item_ids), offset=1)
-
-
-def test_histories_from_frame_orders_by_time_and_numbers_users_by_first_appearance() -> None:
-    bundle = _Bundle([10, 20, 30, 40])
-    frame = pl.DataFrame(
-        {
-            "user_id": ["new_b", "new_a", "new_b", "new_a", "new_b"],
-            "item_id": [30, 10, 10, 40, 20],
-            "timestamp": [5, 9, 1, 3, 5],
-        }
-    )
-    seqs, user_ids, n_unknown = histories_from_frame(frame, bundle)  # type: ignore[arg-type]
-    assert user_ids.tolist() == ["new_b", "new_a"] and n_unknown == 0
-    assert seqs.users.tolist() == [0, 1]
-    # new_b: t=1 item 10 (index 1), t=5 items 30 then 20 (file order breaks the tie) -> 1, 3, 2
-    assert seqs.get(0).tolist() == [1, 3, 2]
-    assert seqs.get(1).tolist() == [4, 1]
-    # Without timestamps, file order is the order.
-    seqs2, _, _ = histories_from_frame(frame.drop("timestamp"), bundle)  # type: ignore[arg-type]
-    assert seqs2.get(0).tolist() == [3, 1, 2]
+def test_topk_excluded_slots_become_pad() -> None:
+    scores = mask_special_(torch.tensor([[0.0, 3.0, 1.0, 2.0, 0.0]]))  # V = 5, three real items
+    scores[0, [1, 3]] = INF  # seen {1, 3}
+    assert topk(scores, 3).tolist() == [[2, 0, 0]]
+    assert topk(scores, 8).tolist() == [[2, 0, 0, 0, 0, 0, 0, 0]]  # k > V is padded too
 
 
-def test_histories_unknown_items_error_or_drop() -> None:
-    bundle = _Bundle([10, 20])
-    frame = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 99, 98]})
-    with pytest.raises(UnknownIdError, match=r"hist\.csv, row 1, column 'item_id': 2 item id"):
-        histories_from_frame(frame, bundle, source="hist.csv")  # type: ignore[arg-type]
-    seqs, user_ids, n_unknown = histories_from_frame(frame, bundle, unknown="drop")  # type: ignore[arg-type]
-    assert n_unknown == 2
-    assert user_ids.tolist() == [1, 2]
-    assert seqs.get(0).tolist() == [1] and seqs.get(1).tolist() == []  # user 2 keeps an empty history
+def test_rank_masks_special_columns_and_excludes_the_whole_history() -> None:
+    table = torch.arange(6, dtype=torch.float64)  # V = 6: PAD 0, items 1..4, MASK 5 (PAD/MASK score high)
+    seen = Sequences.from_lists([[4], [2, 3], []])
+
+    def scores(history: torch.Tensor) -> torch.Tensor:
+        return table.repeat(history.shape[0], 1)
+
+    top = rank(scores, seen, np.arange(3), 2, max_history=1)  # the input keeps 1 item, exclusion all
+    assert top.items.tolist() == [[3, 2], [4, 1], [4, 3]]  # never PAD or MASK, seen items gone
+    assert top.scores.tolist() == [[3.0, 2.0], [4.0, 1.0], [4.0, 3.0]]
+    assert top.users.tolist() == [0, 1, 2]
+    kept = rank(scores, seen, np.arange(3), 1, max_history=1, exclude_seen=False)
+    assert kept.items.tolist() == [[4], [4], [4]]
+    with pytest.raises(ValueError, match=r"scorer returned \(3, 6\), expected \(3, 7\)"):
+        rank(scores, seen, np.arange(3), 1, max_history=1, n_cols=7)
 
 
-def test_histories_bad_frames() -> None:
-    bundle = _Bundle([10])
-    with pytest.raises(MissingColumnError, match="no column 'item_id'"):
-        histories_from_frame(pl.DataFrame({"user_id": [1]}), bundle)  # type: ignore[arg-type]
-    with pytest.raises(InvalidValueError, match="row 1, column 'user_id'"):
-        histories_from_frame(pl.DataFrame({"user_id": [1, None], "item_id": [10, 10]}), bundle)  # type: ignore[arg-type]
+def test_rank_shows_raw_scores_before_exclusion() -> None:
+    seen = Sequences.from_lists([[1, 2], [3]])
+    blocks: list[tuple[list[int], float]] = []
+
+    def look(rows: np.ndarray, scores: torch.Tensor) -> None:
+        blocks.append((rows.tolist(), float(scores[0, 1])))
+
+    rank(lambda h: torch.ones(h.shape[0], 5), seen, np.array([0, 1]), 1, max_history=3, on_scores=look)
+    assert blocks == [([0, 1], 1.0)]  # item 1 is seen by row 0 but not yet excluded here
 
 
-# ------------------------------------------------------------------------------------------ files
-def test_read_id_file_formats(tmp_path: Path) -> None:
-    text = tmp_path / "users.txt"
-    text.write_text("user_id\nu1\n\n u2 \nu1\n", encoding="utf-8")
-    assert read_id_file(text, "user_id").to_list() == ["u1", "u2", "u1"]
-    csv = tmp_path / "users.csv"
-    csv.write_text("x,user_id\n1,7\n2,8\n", encoding="utf-8")
-    assert read_id_file(csv, "user_id").to_list() == ["7", "8"]
-    parquet = tmp_path / "items.parquet"
-    pl.DataFrame({"item_id": [3, 4]}).write_parquet(parquet)
-    assert read_id_file(parquet, "item_id").to_list() == [3, 4]
-
-
-def test_read_id_file_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(SourceNotFoundError, match=r"missing\.txt: file not found"):
-        read_id_file(tmp_path / "missing.txt", "user_id")
-    csv = tmp_path / "users.csv"
-    csv.write_text("uid\n1\n", encoding="utf-8")
-    with pytest.raises(MissingColumnError, match=r"users\.csv, column 'user_id': no column 'user_id'"):
-        read_id_file(csv, "user_id")
-
-
-def test_read_histories_file(tmp_path: Path) -> None:
-    good = tmp_path / "h.csv"
-    good.write_text("user_id,item_id,timestamp\na,1,10\na,2,5\n", encoding="utf-8")
-    frame = read_histories_file(good)
-    assert frame.columns == ["user_id", "item_id", "timestamp"] and frame.height == 2
-    no_time = tmp_path / "h2.csv"
-    no_time.write_text("user_id,item_id\na,1\n", encoding="utf-8")
-    assert read_histories_file(no_time).columns == ["user_id", "item_id"]
-    ragged = tmp_path / "ragged.csv"
-    ragged.write_text("user_id,item_id,timestamp\na,1,10\nb,2\nc,3,4\n", encoding="utf-8")
-    with pytest.raises(RaggedRowError, match=r"ragged\.csv, line 3"):
-        read_histories_file(ragged)
-    wrong = tmp_path / "wrong.csv"
-    wrong.write_text("uid,item_id\na,1\n", encoding="utf-8")
-    with pytest.raises(MissingColumnError, match=r"wrong\.csv.*'user_id'"):
-        read_histories_file(wrong)
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_topk_matches_reference_with_heavy_ties(data: st.DataObject) -> None:
+    n_rows = data.draw(st.integers(1, 6))
+    n_cols = data.draw(st.integers(2, 12))
+    k = data.draw(st.integers(1, 14))
+    values = st.sampled_from([INF, 0.0, 1.0, 2.0])  # few distinct values: ties everywhere
+    rows = [data.draw(st.lists(values, min_size=n_cols, max_size=n_cols)) for _ in range(n_rows)]
+    assert topk(torch.tensor(rows), k).tolist() == [reference_topk(r, k) for r in rows]
