@@ -6,13 +6,17 @@ Bar 1 (``ml1m``): top-10 for all 6,040 ML-1M users, seen items excluded, with a 
 manifest, atomic publish. Bar: <= 2 s (RecTools: 13.2 s). The prepared ML-1M comes from
 ``../shared/data/ml-1m/ml-1m.txt`` (``sasrec_txt``, at least 5 interactions per user and item).
 
+``cold``: a fresh ``python -X importtime -m recsys recommend`` process on the same data (tracking off):
+wall time and the share of it spent importing (bar: under half).
+
 Bar 2 (``large``): 1,000,000 synthetic users with 20-50 items each over a 100,000-item catalogue, an
 untrained model of the same shape, scored by ``recsys.inference.batch.write_recommendations`` (the path
 ``run`` uses) into parquet parts. Runs in a fresh subprocess that reports its own peak RSS
 (``resource.getrusage``). Bar: peak RSS <= 4 GiB; prints users/s.
 
     .venv/bin/python bench/bench_recommend.py                  # both bars
-    .venv/bin/python bench/bench_recommend.py ml1m --repeat 5
+    .venv/bin/python bench/bench_recommend.py ml1m --repeat 5 [--bundle runs/ml-1m/model] [--threads 2]
+    .venv/bin/python bench/bench_recommend.py cold --repeat 3
     .venv/bin/python bench/bench_recommend.py large --users 100000   # a quicker, smaller run
 
 Prints a line per measurement and one JSON line per bar (``{"bench": "recommend_ml1m", ...}``).
@@ -43,9 +47,8 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _ml1m_config(work: Path, data: Path, batch_size: int) -> Any:
-    from recsys.config import load_config
-
+def _ml1m_sets(work: Path, data: Path, batch_size: int, threads: int) -> list[str]:
+    """The ``--set`` overrides of the ML-1M bar (also passed to the CLI by the cold bar)."""
     sets = {
         "data.source.path": str(data),
         "data.source.format": "sasrec_txt",
@@ -57,43 +60,52 @@ def _ml1m_config(work: Path, data: Path, batch_size: int) -> Any:
         "runtime.progress_bar": False,
         "tracking.enabled": False,
         "inference.batch_size": batch_size,
+        **({"runtime.threads": threads} if threads else {}),
         **ML1M_SHAPE,
     }
-    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+    return [f"{k}={v}" for k, v in sets.items()]
 
 
-def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
-    """Bar 1, in this process; imports are not timed (they are paid once per process)."""
-    sys.path.insert(0, str(ROOT))
+def _ml1m_inputs(work: Path, args: argparse.Namespace) -> tuple[Any, Path, int]:
+    """(config, bundle, n_items): the prepared ML-1M under ``work`` and a bundle for it (``--bundle``, or
+    an untrained model of the ML-1M shape)."""
     import torch
 
+    from recsys.config import load_config
     from recsys.data.fingerprint import dataset_fingerprint
     from recsys.data.pipeline import prepare
     from recsys.data.prepared import PreparedDataset
-    from recsys.jobs import recommend
     from recsys.model.bert4rec import BERT4Rec
     from recsys.training.bundle import save_bundle
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = load_config(None, _ml1m_sets(work, args.data, args.batch_size, args.threads))
+    dataset = PreparedDataset.load(prepare(cfg.data, plot=False).path)
+    if args.bundle is not None:  # a trained bundle (its items must be this dataset's)
+        return cfg, args.bundle, dataset.n_items
+    torch.manual_seed(0)
+    model = BERT4Rec(dataset.n_items, cfg.model).eval()
+    bundle = save_bundle(
+        work / "run" / "model",
+        model,
+        cfg,
+        dataset.users,
+        dataset.items,
+        dataset.item_counts(),
+        data_fingerprint=dataset_fingerprint(dataset),
+    )
+    return cfg, bundle, dataset.n_items
+
+
+def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
+    """Bar 1, in this process; imports are not timed (they are paid once per process: see ``cold``)."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from recsys.jobs import recommend
+
     with tempfile.TemporaryDirectory(prefix="bench-recommend-") as tmp:
         work = Path(tmp)
-        cfg = _ml1m_config(work, args.data, args.batch_size)
-        dataset = PreparedDataset.load(prepare(cfg.data, plot=False).path)
-        if args.bundle is not None:  # a trained bundle (its items must be this dataset's)
-            bundle = args.bundle
-        else:
-            torch.manual_seed(0)
-            model = BERT4Rec(dataset.n_items, cfg.model).eval()
-            bundle = save_bundle(
-                work / "run" / "model",
-                model,
-                cfg,
-                dataset.users,
-                dataset.items,
-                dataset.item_counts(),
-                data_fingerprint=dataset_fingerprint(dataset),
-            )
+        cfg, bundle, n_items = _ml1m_inputs(work, args)
         walls: list[float] = []
         cpus: list[float] = []
         results = []
@@ -114,7 +126,7 @@ def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
         summary = {
             "bench": "recommend_ml1m",
             "users": results[-1].users,
-            "items": dataset.n_items,
+            "items": n_items,
             "k": 10,
             "batch_size": args.batch_size,
             "threads": torch.get_num_threads(),
@@ -128,6 +140,53 @@ def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
         }
     print(f"ml1m: best {best:.3f} s, median {summary['wall_s_median']:.3f} s (bar {ML1M_BAR_S} s)")
     return summary
+
+
+def _import_seconds(importtime: str) -> float:
+    """Seconds spent importing, from ``python -X importtime`` output: the top-level imports' totals."""
+    total = 0
+    for line in importtime.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|", 2)
+            if cumulative.strip().isdigit() and not name.startswith("  "):  # depth 0: one leading space
+                total += int(cumulative.strip())
+    return total / 1e6
+
+
+def bench_cold(args: argparse.Namespace) -> dict[str, Any]:
+    """A cold ``recsys recommend`` process (``python -X importtime -m recsys recommend``), tracking off:
+    its wall time and the share spent importing."""
+    sys.path.insert(0, str(ROOT))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-recommend-cold-") as tmp:
+        work = Path(tmp)
+        _, bundle, _ = _ml1m_inputs(work, args)
+        sets = [a for s in _ml1m_sets(work, args.data, args.batch_size, args.threads) for a in ("--set", s)]
+        cmd = [sys.executable, "-X", "importtime", "-m", "recsys", "recommend", *sets]
+        cmd += ["--model", str(bundle), "--out", str(work / "recs"), "--k", "10", "--json"]
+        for i in range(args.repeat + 1):  # the first run warms the page cache; not counted
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+            wall = time.perf_counter() - t0
+            if done.returncode != 0:
+                raise SystemExit(f"recsys recommend failed ({done.returncode}):\n{done.stderr[-3000:]}")
+            job = json.loads(done.stdout.strip().splitlines()[-1])
+            imports = _import_seconds(done.stderr)
+            print(
+                f"cold run {i}{' (warm-up)' if i == 0 else ''}: {wall:.2f} s wall, {imports:.2f} s importing "
+                f"({imports / wall:.0%}), job {job['total_seconds']:.2f} s"
+            )
+            if i > 0:
+                runs.append((wall, imports, job["total_seconds"]))
+    wall, imports, job_s = min(runs)
+    return {
+        "bench": "recommend_cold",
+        "wall_s": round(wall, 3),
+        "import_s": round(imports, 3),
+        "import_share": round(imports / wall, 3),
+        "job_s": round(job_s, 3),
+        "pass": imports / wall < 0.5,
+    }
 
 
 def large_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -224,7 +283,9 @@ def bench_large(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bar", nargs="?", default="all", choices=["all", "ml1m", "large", "large-worker"])
+    parser.add_argument(
+        "bar", nargs="?", default="all", choices=["all", "ml1m", "cold", "large", "large-worker"]
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt")
     parser.add_argument("--repeat", type=int, default=3, help="Timed ML-1M runs (after one warm-up).")
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -243,6 +304,8 @@ def main() -> None:
         return
     if args.bar in ("all", "ml1m"):
         print(json.dumps(bench_ml1m(args)))
+    if args.bar in ("all", "cold"):
+        print(json.dumps(bench_cold(args)))
     if args.bar in ("all", "large"):
         print(json.dumps(bench_large(args)))
 

@@ -239,14 +239,19 @@ def log_pyfunc_model(
             "registered_model_name": registered_model_name,
             "metadata": {"recsys.bundle_fingerprint": bundle.fingerprint, "recsys.n_items": bundle.n_items},
         }
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            return mlflow.pyfunc.log_model(**kwargs)
-        # Not the active run (logging later, or from another thread): mlflow.pyfunc.log_model has no run
-        # argument, and Model.log, which it wraps, would file the model under the *current* experiment
-        # (Default). So create the logged model in the run's experiment first, then fill it.
-        experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-        model = mlflow.initialize_logged_model(MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id)
-        return Model.log(
-            artifact_path=None, flavor=mlflow.pyfunc, run_id=run_id, model_id=model.model_id, **kwargs
-        )
+        return _log_model(run_id, kwargs)
+
+
+def _log_model(run_id: str, kwargs: dict[str, Any]) -> ModelInfo:
+    """``mlflow.pyfunc.log_model(**kwargs)`` into run ``run_id``, active or not."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        return mlflow.pyfunc.log_model(**kwargs)
+    # Not the active run (logging later, or from another thread): mlflow.pyfunc.log_model has no run
+    # argument, and Model.log, which it wraps, would file the model under the *current* experiment
+    # (Default). So create the logged model in the run's experiment first, then fill it.
+    experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    model = mlflow.initialize_logged_model(MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id)
+    return Model.log(
+        artifact_path=None, flavor=mlflow.pyfunc, run_id=run_id, model_id=model.model_id, **kwargs
+    )

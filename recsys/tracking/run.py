@@ -156,6 +156,56 @@ def _continue(client: MlflowClient, tracker: Tracker, previous: Run, params: dic
     tracker.set_tags(tags)
 
 
+def _open(
+    cfg: RecsysConfig,
+    pipeline: str,
+    dataset: str | None,
+    run_name: str | None,
+    nested: bool,
+    parent_run_id: str | None,
+    resume_run_id: str | None,
+) -> tuple[MlflowClient, Tracker, Run | None]:
+    """Check the store, then start the run (a new one, or the one to resume: returned as well)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from recsys.tracking.store import check_reachable, ensure_experiment, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, cfg.tracking.experiment, uri)
+
+    tags: dict[str, str] = {"pipeline": pipeline, **_package_tags(), **_git_tags()}
+    if dataset is not None:
+        tags["dataset"] = dataset
+    if run_name is None:
+        run_name = "-".join(
+            [pipeline, *([dataset] if dataset else []), datetime.now().strftime("%Y%m%d-%H%M%S")]
+        )
+    previous = _resumable(client, resume_run_id, experiment_id) if resume_run_id else None
+    if previous is not None:
+        run = mlflow.start_run(run_id=previous.info.run_id, tags={**tags, "resumed": "true"})
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            nested=nested or parent_run_id is not None,
+            parent_run_id=parent_run_id,
+            tags={**tags, **({"resumed_from": resume_run_id} if resume_run_id else {})},
+        )
+    tracker = Tracker(
+        client,
+        run.info.run_id,
+        experiment_id=experiment_id,
+        experiment_name=cfg.tracking.experiment,
+        tracking_uri=uri,
+        dataset=dataset,
+    )
+    return client, tracker, previous
+
+
 @contextmanager
 def tracked_run(
     cfg: RecsysConfig,
@@ -192,45 +242,11 @@ def tracked_run(
         yield Tracker.disabled()
         return
 
-    import mlflow
-    from mlflow import MlflowClient
     from mlflow.entities import RunStatus
 
-    from recsys.tracking.store import check_reachable, ensure_experiment, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(cfg.tracking)
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, cfg.tracking.experiment, uri)
-
-    tags: dict[str, str] = {"pipeline": pipeline, **_package_tags(), **_git_tags()}
-    if dataset is not None:
-        tags["dataset"] = dataset
-    if run_name is None:
-        run_name = "-".join(
-            [pipeline, *([dataset] if dataset else []), datetime.now().strftime("%Y%m%d-%H%M%S")]
-        )
-    previous = _resumable(client, resume_run_id, experiment_id) if resume_run_id else None
-    if previous is not None:
-        run = mlflow.start_run(run_id=previous.info.run_id, tags={**tags, "resumed": "true"})
-    else:
-        run = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=run_name,
-            nested=nested or parent_run_id is not None,
-            parent_run_id=parent_run_id,
-            tags={**tags, **({"resumed_from": resume_run_id} if resume_run_id else {})},
-        )
-    run_id = run.info.run_id
-    tracker = Tracker(
-        client,
-        run_id,
-        experiment_id=experiment_id,
-        experiment_name=cfg.tracking.experiment,
-        tracking_uri=uri,
-        dataset=dataset,
-    )
+    client, tracker, previous = _open(cfg, pipeline, dataset, run_name, nested, parent_run_id, resume_run_id)
+    run_id = tracker.run_id
+    assert run_id is not None
     try:
         if previous is None:
             tracker.log_params(flatten(cfg))

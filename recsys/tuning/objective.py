@@ -184,33 +184,7 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> float:
                 {"optuna.study": ctx.tune.study.name, "optuna.trial": trial.number, "state": "running"}
             )
             tracker.log_params({f"suggested.{k}": v for k, v in trial.params.items()})
-            pruning = PruningCallback(trial)
-            logger = tracker.lightning_logger()
-            try:
-                fitted = fit(
-                    cfg,
-                    ctx.dataset,
-                    loggers=[logger] if logger else [],
-                    callbacks=[pruning],
-                    write_bundle=False,
-                )
-            except Exception:
-                tracker.set_tags({"state": "failed"})
-                raise
-            record["history"] = fitted.history
-            log_learning_curve(tracker, fitted.history)
-            value = fitted.best_val.get(MONITOR)
-            reason = pruning.reason
-            if reason is None and (value is None or not math.isfinite(value)):
-                reason = f"no finite {MONITOR} (epochs: {fitted.epochs})"
-            record.update(value=value, best_epoch=fitted.best_epoch, epochs=fitted.epochs)
-            if reason is not None:
-                record.update(state="pruned", reason=reason)
-                tracker.set_tags({"state": "pruned", "prune_reason": reason})
-            else:
-                record["state"] = "complete"
-                tracker.set_tags({"state": "complete"})
-                tracker.log_metrics({f"best_{MONITOR}": float(value or 0.0), "best_epoch": fitted.best_epoch})
+            _train_trial(trial, ctx, cfg, tracker, record)
     except SystemExit as exc:
         # Lightning turns Ctrl-C (and SIGTERM) during fit() into SystemExit after its graceful shutdown.
         # Optuna records only KeyboardInterrupt (as FAIL): a SystemExit would leave the trial RUNNING.
@@ -225,6 +199,35 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> float:
         trial.set_user_attr("prune_reason", record["reason"])
         raise optuna.TrialPruned(record["reason"])
     return float(record["value"])
+
+
+def _train_trial(
+    trial: optuna.Trial, ctx: TrialContext, cfg: RecsysConfig, tracker: Tracker, record: dict[str, Any]
+) -> None:
+    """``fit`` the trial's config with pruning, and fill ``record`` (value, state) and the run's tags."""
+    pruning = PruningCallback(trial)
+    logger = tracker.lightning_logger()
+    try:
+        fitted = fit(
+            cfg, ctx.dataset, loggers=[logger] if logger else [], callbacks=[pruning], write_bundle=False
+        )
+    except Exception:
+        tracker.set_tags({"state": "failed"})
+        raise
+    record["history"] = fitted.history
+    log_learning_curve(tracker, fitted.history)
+    value = fitted.best_val.get(MONITOR)
+    reason = pruning.reason
+    if reason is None and (value is None or not math.isfinite(value)):
+        reason = f"no finite {MONITOR} (epochs: {fitted.epochs})"
+    record.update(value=value, best_epoch=fitted.best_epoch, epochs=fitted.epochs)
+    if reason is not None:
+        record.update(state="pruned", reason=reason)
+        tracker.set_tags({"state": "pruned", "prune_reason": reason})
+    else:
+        record["state"] = "complete"
+        tracker.set_tags({"state": "complete"})
+        tracker.log_metrics({f"best_{MONITOR}": float(value or 0.0), "best_epoch": fitted.best_epoch})
 
 
 def _close_trial_dir(folder: Path, record: dict[str, Any], *, keep_checkpoints: bool) -> None:
