@@ -10,10 +10,6 @@ of five alternating runs on one thread), so there is one code path, exercised by
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from recsys.config import RecsysConfig
+from recsys.console import quiet_third_party
 from recsys.data.sequences import Sequences
 from recsys.data.staging import writing
 from recsys.inference.parts import RANK, SCORE, IdTable, PartBuffer
@@ -149,28 +146,11 @@ class PartsWriter(L.Callback):
         trainer.strategy.barrier("recommend-published")
 
 
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's start-up banner (accelerators found, tips) and its num_workers advice: a batch
-    job's output is its summary; the data is already in memory, so workers would only add copies."""
-    logger = logging.getLogger("pytorch_lightning")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            # torch deprecates the LeafSpec class that this Lightning version still checks for.
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def predict(cfg: RecsysConfig, module: TopKModule, callback: PartsWriter) -> None:
     """Lightning's predict loop with the ``train`` section's accelerator, devices and strategy."""
     t = cfg.runtime
-    with _quiet_lightning():
+    # Lightning's banner (accelerators found, tips) and num_workers advice: the data is in memory.
+    with quiet_third_party():
         trainer = L.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,

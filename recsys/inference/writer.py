@@ -16,6 +16,7 @@ leaves only its staging directory, which the next job in that folder removes onc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ import pyarrow.parquet as pq
 import recsys
 from recsys.data.errors import DataError
 from recsys.data.staging import make_readable
+
+_log = logging.getLogger("recsys.output")
 
 __all__ = [
     "MANIFEST",
@@ -176,6 +179,8 @@ class PartWriter:
             return path
         pq.write_table(table, path, compression=_COMPRESSION)
         self.parts.append({"file": path.name, "rows": table.num_rows})
+        # The job's progress, one line per part (the parts are large: rows_per_part rows each).
+        _log.info("wrote %s: %s rows (%s so far)", path.name, f"{table.num_rows:,}", f"{self.rows:,}")
         if self._sleep > 0:
             time.sleep(self._sleep)
         return path

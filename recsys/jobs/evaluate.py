@@ -17,6 +17,7 @@ catalogue-popularity decile against the share of training interactions in that d
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -51,6 +52,8 @@ __all__ = ["MODEL_NAME", "EvaluateResult", "run"]
 MODEL_NAME = "bert4rec"
 """The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
 Split = Literal["test", "validation"]
+
+_log = logging.getLogger("recsys.evaluate")
 
 
 @dataclass
@@ -195,7 +198,9 @@ def _evaluate(
     )
 
 
-def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+def _log_run(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+    if tracker.enabled:
+        _log.info("logging metrics and artifacts to MLflow run %s", tracker.run_id)
     for name, result in results.items():
         tracker.log_metrics({f"{split}.{name}.{metric}": value for metric, value in result.metrics.items()})
     tracker.log_artifact(directory, "evaluation")
@@ -214,7 +219,7 @@ def run(
     Args:
         cfg: configuration; ``eval`` sets ks, seen-item exclusion, sampled metrics, batch size and the
             breakdown buckets; ``runtime`` the device and threads; ``train.seed`` the negative sampling.
-        model: the bundle.
+        model: bundle directory or ``models:/name/version``.
         data: the prepared dataset directory the model is evaluated on.
         split: ``test`` (history = train + validation events) or ``validation`` (history = train events).
         out: where the artifacts go; default ``<train.output_dir>/evaluation/<split>``.
@@ -223,6 +228,7 @@ def run(
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     started = time.perf_counter()
     with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg)) as tracker:
+        _log.info("loading the model %s and the prepared dataset %s", model, data)
         bundle = load_model(model, cfg.tracking)
         dataset = PreparedDataset.load(data)
         match = check_compatible(bundle, dataset)
@@ -240,11 +246,20 @@ def run(
         targets = dataset.targets(split) if split == "test" else trained.val_targets
         max_history = bundle.model.max_len - 1
         scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **fit_baselines(trained.history, n_items)}
-        results = {
-            name: _evaluate(cfg, scorer, dataset, histories, targets, max_history=max_history, device=device)
-            for name, scorer in scorers.items()
-        }
+        results: dict[str, EvalResult] = {}
+        for name, scorer in scorers.items():
+            _log.info(
+                "scoring %s: %s users over %s items (%s split)",
+                name,
+                f"{len(targets):,}",
+                f"{n_items:,}",
+                split,
+            )
+            results[name] = _evaluate(
+                cfg, scorer, dataset, histories, targets, max_history=max_history, device=device
+            )
         k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
+        _log.info("share of top-%d slots per catalogue-popularity decile, for every scorer", k_plot)
         evaluated = select_rows(histories, np.searchsorted(histories.users, targets.users))
         popularity = recommendation_popularity(
             scorers,
@@ -259,8 +274,9 @@ def run(
         )
 
         target = Path(out) if out is not None else Path(cfg.train.output_dir) / "evaluation" / split
+        _log.info("writing metrics, breakdowns (history length, target popularity) and plots to %s", target)
         written = _save(target, results, popularity, cfg, k_plot)
-        _log(tracker, split, results, target)
+        _log_run(tracker, split, results, target)
         result = EvaluateResult(
             run_id=tracker.run_id,
             split=split,

@@ -10,6 +10,7 @@ deny filters, and writes ``user_id, item_id, score, rank`` with the ORIGINAL ids
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from recsys.training.bundle import bundle_sha256
 from recsys.training.runtime import apply_threads
 
 __all__ = ["RecommendResult", "run"]
+
+_log = logging.getLogger("recsys.recommend")
 
 
 @dataclass
@@ -113,7 +116,8 @@ def run(
         out: output directory (replaced atomically if it holds a previous output).
         histories: parquet/CSV of ``user_id, item_id[, timestamp]`` rows: these users are scored from
             these histories (new users, or replacing a known user's history).
-        allow: file of item ids that may be recommended; deny: file of item ids that may not.
+        allow: file of item ids that may be recommended (one per line, or parquet).
+        deny: file of item ids that must not be recommended.
         include_seen: also recommend items already in the history.
     """
     begun = time.perf_counter()
@@ -148,6 +152,13 @@ def run(
     }
     with tracked_run(cfg, "recommend", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
+        _log.info(
+            "scoring %s users, top-%d of %s items each, into %s",
+            f"{len(inputs.histories):,}",
+            k,
+            f"{bundle.n_items:,}",
+            out,
+        )
         started = time.perf_counter()
         written = write_recommendations(
             bundle.model,

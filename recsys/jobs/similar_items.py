@@ -3,6 +3,7 @@ parquet output (``item_id, similar_item_id, score, rank``), for "more like this"
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from recsys.training.bundle import bundle_sha256
 from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["SimilarItemsResult", "run"]
+
+_log = logging.getLogger("recsys.similar_items")
 
 
 @dataclass
@@ -71,7 +74,14 @@ class SimilarItemsResult:
 
 def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str | Path) -> SimilarItemsResult:
     """The ``k`` nearest items of every item by output-embedding cosine, into ``out`` (atomic parquet:
-    ``item_id, similar_item_id, score, rank``)."""
+    ``item_id, similar_item_id, score, rank``).
+
+    Args:
+        cfg: configuration (``inference``: k, batch_size, rows_per_part; ``runtime``: device, threads).
+        model: bundle directory or ``models:/name/version``.
+        k: similar items per item (default ``cfg.inference.k``).
+        out: output directory (replaced atomically if it holds a previous output).
+    """
     k = cfg.inference.k if k is None else k
     check_k(k)
     out = Path(out)
@@ -94,6 +104,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     }
     with tracked_run(cfg, "similar-items", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
+        _log.info("the %d most similar items of each of %s items, into %s", k, f"{bundle.n_items:,}", out)
         with writing(out, elsewhere="another --out"):
             staging = create_staging(out)
         started = time.perf_counter()

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import polars as pl
+import pytest
 
 from recsys.config import to_yaml
 from recsys.jobs import recommend
@@ -28,6 +29,7 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow  # runs the script in a fresh process
 def test_batch_topk_script_writes_what_the_recommend_job_writes(tmp_path: Path) -> None:
     setup = untrained_setup(tmp_path / "setup", **{"inference.k": 4})
     config = tmp_path / "config.yaml"
