@@ -152,4 +152,4 @@ def test_json_stdout_is_one_object_even_while_lightning_draws_its_bar(
     out, err = capsys.readouterr()
     result = json.loads(out)
     assert result["epochs"] == 2 and 1 <= result["best_epoch"] <= 2
-    assert "Epoch 1: 100%" in err  # Lightning's own bar (epochs from 0 there), on stderr
+    assert "Epoch 2/2: 100%" in err  # Lightning's bar, epochs counted from 1 as in the log, on stderr

@@ -171,6 +171,7 @@ def _save(
 
 def _evaluate(
     cfg: RecsysConfig,
+    name: str,
     scorer: Scorer,
     dataset: PreparedDataset,
     histories: Sequences,
@@ -179,6 +180,7 @@ def _evaluate(
     max_history: int,
     device: str,
 ) -> EvalResult:
+    _log.info("scoring %s: %s users over %s items", name, f"{len(targets):,}", f"{dataset.n_items:,}")
     return evaluate_scorer(
         scorer,
         histories,
@@ -246,18 +248,12 @@ def run(
         targets = dataset.targets(split) if split == "test" else trained.val_targets
         max_history = bundle.model.max_len - 1
         scorers = {MODEL_NAME: ModelScorer(bundle.model, device), **fit_baselines(trained.history, n_items)}
-        results: dict[str, EvalResult] = {}
-        for name, scorer in scorers.items():
-            _log.info(
-                "scoring %s: %s users over %s items (%s split)",
-                name,
-                f"{len(targets):,}",
-                f"{n_items:,}",
-                split,
+        results = {
+            name: _evaluate(
+                cfg, name, scorer, dataset, histories, targets, max_history=max_history, device=device
             )
-            results[name] = _evaluate(
-                cfg, scorer, dataset, histories, targets, max_history=max_history, device=device
-            )
+            for name, scorer in scorers.items()
+        }
         k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
         _log.info("share of top-%d slots per catalogue-popularity decile, for every scorer", k_plot)
         evaluated = select_rows(histories, np.searchsorted(histories.users, targets.users))

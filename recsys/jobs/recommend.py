@@ -152,13 +152,7 @@ def run(
     }
     with tracked_run(cfg, "recommend", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
-        _log.info(
-            "scoring %s users, top-%d of %s items each, into %s",
-            f"{len(inputs.histories):,}",
-            k,
-            f"{bundle.n_items:,}",
-            out,
-        )
+        _log.info("scoring %s users, top-%d each, into %s", f"{len(inputs.histories):,}", k, out)
         started = time.perf_counter()
         written = write_recommendations(
             bundle.model,

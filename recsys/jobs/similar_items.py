@@ -77,7 +77,6 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     ``item_id, similar_item_id, score, rank``).
 
     Args:
-        cfg: configuration (``inference``: k, batch_size, rows_per_part; ``runtime``: device, threads).
         model: bundle directory or ``models:/name/version``.
         k: similar items per item (default ``cfg.inference.k``).
         out: output directory (replaced atomically if it holds a previous output).

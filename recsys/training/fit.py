@@ -112,6 +112,14 @@ class EpochHistory(Callback):
         self.records = list(state_dict.get("records", []))
 
 
+class _EpochBar(TQDMProgressBar):
+    """Lightning's bar, with the epoch counted from 1 as in the log line below it (``Epoch 1/60``)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
 def _load_weights(module: BERT4RecModule, checkpoint: Path) -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
@@ -231,7 +239,7 @@ def _fit(
         # with them in the module, so the bundle ships them.
         all_callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if runtime.progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 50)))
+        all_callbacks.append(_EpochBar(refresh_rate=max(1, steps_per_epoch // 50)))
     trainer = L.Trainer(
         max_epochs=tcfg.max_epochs,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
