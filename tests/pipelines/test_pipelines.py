@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ def test_batch_topk_script_writes_what_the_recommend_job_writes(tmp_path: Path) 
         text=True,
         timeout=300,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's recsys, whichever one is installed
     )
     assert done.returncode == 0, done.stderr
     assert f"top-4 for {setup.dataset.n_users} users" in done.stdout
