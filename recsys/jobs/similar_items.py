@@ -30,7 +30,7 @@ from recsys.inference.writer import (
 from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
-from recsys.training.bundle import bundle_sha256
+from recsys.training.bundle import Bundle, bundle_sha256
 from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["SimilarItemsResult", "run"]
@@ -72,6 +72,19 @@ class SimilarItemsResult:
         return "\n".join(lines)
 
 
+def _manifest(bundle: Bundle, k: int, rows_per_part: int) -> dict[str, Any]:
+    return {
+        "kind": "similar_items",
+        "model": {"path": str(bundle.path), "manifest_sha256": bundle_sha256(bundle)},
+        "data_fingerprint": bundle.fingerprint,
+        "k": k,
+        "items": bundle.n_items,
+        "similarity": "cosine of output item embeddings",
+        "rows_per_part": rows_per_part,
+        "columns": [ITEM_ID, SIMILAR_ITEM_ID, SCORE, RANK],
+    }
+
+
 def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str | Path) -> SimilarItemsResult:
     """The ``k`` nearest items of every item by output-embedding cosine, into ``out`` (atomic parquet:
     ``item_id, similar_item_id, score, rank``).
@@ -91,16 +104,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
     item_ids = bundle.items.ids
     # Query rows are item indices 1..n_items; index 0 of row_ids is a placeholder so that gather works.
     to_table = IdTable(pl.concat([item_ids.head(1), item_ids]), item_ids, ITEM_ID, SIMILAR_ITEM_ID)
-    manifest = {
-        "kind": "similar_items",
-        "model": {"path": str(bundle.path), "manifest_sha256": bundle_sha256(bundle)},
-        "data_fingerprint": bundle.fingerprint,
-        "k": k,
-        "items": bundle.n_items,
-        "similarity": "cosine of output item embeddings",
-        "rows_per_part": cfg.inference.rows_per_part,
-        "columns": [ITEM_ID, SIMILAR_ITEM_ID, SCORE, RANK],
-    }
+    manifest = _manifest(bundle, k, cfg.inference.rows_per_part)
     with tracked_run(cfg, "similar-items", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
         _log.info("the %d most similar items of each of %s items, into %s", k, f"{bundle.n_items:,}", out)

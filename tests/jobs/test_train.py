@@ -86,7 +86,7 @@ def test_crashing_training_is_marked_failed_and_stays_resumable(
     assert "error.message" not in run.data.tags
     assert run.data.tags["resume.previous_error"] == "RuntimeError: disk on fire"
     steps = [m.step for m in client.get_metric_history(failed.info.run_id, "val_ndcg_at_10")]
-    assert steps == [0, 1, 2]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
+    assert steps == [1, 2, 3]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
 
 
 def test_unreachable_tracking_uri_fails_before_training(
