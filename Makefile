@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 MLFLOW_URI ?= sqlite:///mlruns.db
 
-.PHONY: install demo test lint bench ui tune-dashboard clean
+.PHONY: install demo test test-fast lint bench ui tune-dashboard clean
 
 install: $(STAMP)
 
@@ -24,8 +24,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/recsys demo --config configs/demo.yaml
 
+# The whole suite (what .ci/run calls).
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The development loop: everything but the tests marked slow (MLflow server, browser, subprocess jobs,
+# whole studies, real datasets, DDP).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recsys pipelines tests bench scripts

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from recsys import console
 from recsys.config import RecsysConfig, load_config
 from recsys.jobs import recommend
 
@@ -35,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="Output directory (parquet parts).")
     parser.add_argument("--users", default="all", help="'all' or a file of user ids.")
     args = parser.parse_args(argv)
-    result = batch_topk(load_config(args.config, args.set), model=args.model, out=args.out, users=args.users)
+    console.setup()  # log lines on stderr, third-party noise dropped, as the recsys CLI
+    result = batch_topk(
+        load_config(args.config, [*console.stream_overrides(), *args.set]),
+        model=args.model,
+        out=args.out,
+        users=args.users,
+    )
     print(result.summary())
     return 0
 

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys import console
 from recsys.config import RecsysConfig, load_config
 from recsys.jobs import evaluate, prepare, recommend, train
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Config override.")
     parser.add_argument("--out", type=Path, required=True, help="Directory of the recommendations.")
     args = parser.parse_args(argv)
-    result = nightly(load_config(args.config, args.set), out=args.out)
+    console.setup()  # log lines on stderr, third-party noise dropped, as the recsys CLI
+    result = nightly(load_config(args.config, [*console.stream_overrides(), *args.set]), out=args.out)
     print(result.trained.summary(), result.evaluated.summary(), result.recommended.summary(), sep="\n\n")
     return 0
 

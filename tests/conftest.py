@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # The MLflow server and local-store fixtures, shared by tests/jobs, tests/tracking and tests/tuning.
 pytest_plugins = ["tests.mlflow_store"]
 
+SLOW_FIXTURES = ("mlflow_server", "chromium")
+"""A test that needs one of these (a real MLflow server, a browser) is slow however short its body is:
+marked here, so that `make test-fast` never starts a server."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
 
 def shared_data_dir() -> Path:
     """`../shared/data` beside the project root, or $RECSYS_SHARED_DATA."""

@@ -7,6 +7,7 @@ thin job wrapper around :func:`prepare`.
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from recsys.data.vocab import ITEM_OFFSET, USER_OFFSET, Vocabulary, dense_codes
 from recsys.io import remove_stale
 
 __all__ = ["Built", "PrepareOutcome", "build", "prepare"]
+
+_log = logging.getLogger("recsys.data")
 
 
 @dataclass
@@ -214,7 +217,9 @@ def prepare(cfg: DataConfig, *, force: bool = False, plot: bool = True) -> Prepa
         reused = find_reusable(target, cfg, quick)
         if reused is not None:
             manifest, report = reused
+            _log.info("reusing the prepared dataset %s (input and config unchanged)", target)
             return PrepareOutcome(path=target, reused=True, manifest=manifest, report=report)
+    _log.info("preparing %s from %s", target, cfg.source.path)
     # Hash the input in a thread while it is parsed (hashlib releases the GIL, so this is almost free),
     # and import matplotlib in another: both overlap with polars and numpy, which release it too.
     pool = ThreadPoolExecutor(max_workers=2)
@@ -234,4 +239,10 @@ def prepare(cfg: DataConfig, *, force: bool = False, plot: bool = True) -> Prepa
     write_prepared(target, built, manifest, report, plot=plot)
     built.timings["write"] = round(time.perf_counter() - write_started, 4)
     built.timings["total"] = round(time.perf_counter() - started, 4)
+    _log.info(
+        "prepared %s in %.1f s: %s users, %s items, %s interactions",
+        target,
+        built.timings["total"],
+        *(f"{n:,}" for n in (len(built.users), len(built.items), built.interactions.height)),
+    )
     return PrepareOutcome(path=target, reused=False, manifest=manifest, report=report, timings=built.timings)

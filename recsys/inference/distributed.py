@@ -8,10 +8,6 @@ directory; rank 0 writes the manifest and publishes after a barrier (:class:`Par
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from recsys.config import RecsysConfig
+from recsys.console import quiet_third_party
 from recsys.data.sequences import Sequences
 from recsys.inference.ids import IdTable
 from recsys.inference.parts import PartBuffer
@@ -146,24 +143,6 @@ class PartsWriter(L.Callback):
         trainer.strategy.barrier("recommend-published")
 
 
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's start-up banner (accelerators found, tips) and its num_workers advice: a batch
-    job's output is its summary; the data is already in memory, so workers would only add copies."""
-    logger = logging.getLogger("pytorch_lightning")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            # torch deprecates the LeafSpec class that this Lightning version still checks for.
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def predict_parts(
     recommender: Recommender,
     histories: Sequences,
@@ -183,7 +162,7 @@ def predict_parts(
     staging = create_staging(out)
     try:
         module = TopKModule(recommender.model, histories, plan, k, exclude_seen=exclude_seen, blocked=blocked)
-        with _quiet_lightning():
+        with quiet_third_party():
             trainer = L.Trainer(
                 accelerator=t.accelerator,
                 devices=t.devices,

@@ -15,6 +15,7 @@ one, never a partial one; a killed job's staging is removed by the next job in t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -28,6 +29,8 @@ import pyarrow.parquet as pq
 import recsys
 from recsys import io
 from recsys.data.errors import DataError
+
+_log = logging.getLogger("recsys.output")
 
 __all__ = [
     "MANIFEST",
@@ -175,6 +178,8 @@ class PartWriter:
             return path
         pq.write_table(table, path, compression=_COMPRESSION)
         self.parts.append({"file": path.name, "rows": table.num_rows})
+        # The job's progress, one line per part (the parts are large: rows_per_part rows each).
+        _log.info("wrote %s: %s rows (%s so far)", path.name, f"{table.num_rows:,}", f"{self.rows:,}")
         if self._sleep > 0:
             time.sleep(self._sleep)
         return path

@@ -18,6 +18,7 @@ catalogue-popularity decile against the share of training interactions in that d
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ __all__ = ["MODEL_NAME", "EvaluateResult", "run"]
 MODEL_NAME = "bert4rec"
 """The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
 Split = Literal["test", "validation"]
+
+_log = logging.getLogger("recsys.evaluate")
 
 
 @dataclass
@@ -146,6 +149,7 @@ def _save(
 
 def _evaluate(
     cfg: RecsysConfig,
+    name: str,
     scorer: Scorer,
     dataset: PreparedDataset,
     histories: Sequences,
@@ -154,6 +158,7 @@ def _evaluate(
     max_history: int,
     device: str,
 ) -> EvalResult:
+    _log.info("scoring %s: %s users over %s items", name, f"{len(targets):,}", f"{dataset.n_items:,}")
     sampling = None
     if cfg.eval.sampled_negatives:
         sampling = Sampling(
@@ -193,13 +198,15 @@ def _score_all(
     scorers = {MODEL_NAME: recommender, **fit_baselines(trained.history, dataset.n_items)}
     return {
         name: _evaluate(
-            cfg, scorer, dataset, histories, targets, max_history=recommender.max_history, device=device
+            cfg, name, scorer, dataset, histories, targets, max_history=recommender.max_history, device=device
         )
         for name, scorer in scorers.items()
     }
 
 
-def _log(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+def _log_run(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+    if tracker.enabled:
+        _log.info("logging metrics and artifacts to MLflow run %s", tracker.run_id)
     for name, result in results.items():
         tracker.log_metrics({f"{split}.{name}.{metric}": value for metric, value in result.metrics.items()})
     tracker.log_artifact(directory, "evaluation")
@@ -218,7 +225,7 @@ def run(
     Args:
         cfg: configuration; ``eval`` sets ks, seen-item exclusion, sampled metrics, batch size and the
             breakdown buckets; ``runtime`` the device and threads; ``train.seed`` the negative sampling.
-        model: the bundle.
+        model: bundle directory or ``models:/name/version``.
         data: the prepared dataset directory the model is evaluated on.
         split: ``test`` (history = train + validation events) or ``validation`` (history = train events).
         out: where the artifacts go; default ``<train.output_dir>/evaluation/<split>``.
@@ -227,6 +234,7 @@ def run(
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     started = time.perf_counter()
     with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg)) as tracker:
+        _log.info("loading the model %s and the prepared dataset %s", model, data)
         bundle = load_model(model, cfg.tracking)
         dataset = PreparedDataset.load(data)
         match = check_compatible(bundle, dataset)
@@ -236,13 +244,15 @@ def run(
 
         results = _score_all(cfg, bundle, dataset, split, resolve_device(cfg.runtime))
         k_plot = 10 if 10 in cfg.eval.ks else max(cfg.eval.ks)
+        _log.info("share of top-%d slots per catalogue-popularity decile, for every scorer", k_plot)
         # From the lists the metrics were computed on: nothing is ranked twice.
         tops = {name: r.top for name, r in results.items() if r.top is not None}
         popularity = recommendation_popularity(tops, dataset.item_counts(), dataset.n_items, k=k_plot)
 
         target = Path(out) if out is not None else Path(cfg.train.output_dir) / "evaluation" / split
+        _log.info("writing metrics, breakdowns (history length, target popularity) and plots to %s", target)
         written = _save(target, results, popularity, cfg, k_plot)
-        _log(tracker, split, results, target)
+        _log_run(tracker, split, results, target)
         result = EvaluateResult(
             run_id=tracker.run_id,
             split=split,

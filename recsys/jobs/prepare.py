@@ -54,13 +54,12 @@ class PrepareResult:
         return f"{self.table()}\nprepared dataset {state}: {self.path} ({self.elapsed_s:.2f} s)"
 
 
-def run(cfg: RecsysConfig, *, force: bool = False, echo: bool = False) -> PrepareResult:
+def run(cfg: RecsysConfig, *, force: bool = False) -> PrepareResult:
     """Prepare ``cfg.data.output_dir`` from ``cfg.data.source`` (or reuse it when up to date).
 
     Args:
         cfg: the configuration; only ``cfg.data`` is used.
         force: rebuild even when the existing directory could be reused.
-        echo: print :meth:`PrepareResult.summary` (the CLI prints it itself).
 
     Raises:
         recsys.data.errors.DataError: for bad input; nothing is written then.
@@ -85,6 +84,4 @@ def run(cfg: RecsysConfig, *, force: bool = False, echo: bool = False) -> Prepar
         for name in ("report.json", "report.txt", "seq_length_hist.png", "manifest.json"):
             if (outcome.path / name).is_file():
                 tracker.log_artifact(outcome.path / name, "data")
-    if echo:
-        print(result.summary())
     return result

@@ -11,6 +11,7 @@ deny filters, and writes ``user_id, item_id, score, rank`` with the ORIGINAL ids
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from recsys.training.bundle import Bundle, bundle_sha256
 from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["RecommendResult", "run"]
+
+_log = logging.getLogger("recsys.recommend")
 
 
 @dataclass
@@ -89,7 +92,8 @@ def run(
         out: output directory (replaced atomically if it holds a previous output).
         histories: parquet/CSV of ``user_id, item_id[, timestamp]`` rows: these users are scored from
             these histories (new users, or replacing a known user's history).
-        allow: file of item ids that may be recommended; deny: file of item ids that may not.
+        allow: file of item ids that may be recommended (one per line, or parquet).
+        deny: file of item ids that must not be recommended.
         include_seen: also recommend items already in the history.
     """
     begun = time.perf_counter()
@@ -105,6 +109,7 @@ def run(
     manifest = _manifest(cfg, bundle, dataset, request, exclude_seen=exclude_seen, allow=allow, deny=deny)
     with tracked_run(cfg, "recommend", dataset=dataset_name(cfg)) as tracker:
         tracker.set_tags({"model": str(model)})
+        _log.info("scoring %s users, top-%d each, into %s", f"{len(request.requests.histories):,}", k, out)
         started = time.perf_counter()
         written = write_recommendations(
             recommender,

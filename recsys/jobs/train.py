@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ __all__ = ["TrainResult", "run", "validation_baselines"]
 BASELINE_KS = [10]
 _SHORT_NAMES = {"last_item_transitions": "transitions"}
 """The train job's table and metric keys (``val.transitions.*``) use the short name."""
+
+_log = logging.getLogger("recsys.train")
 
 
 @dataclass
@@ -114,6 +117,10 @@ def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitRe
 
 
 def _log_results(tracker: Tracker, result: TrainResult) -> None:
+    if tracker.enabled:
+        _log.info(
+            "logging validation metrics, baselines and the learning curve to MLflow run %s", tracker.run_id
+        )
     for name, metrics in {"bert4rec": result.model_val, **result.baselines}.items():
         tracker.log_metrics({f"val.{name}.{k}": v for k, v in metrics.items()})
     tracker.log_metrics(
@@ -150,6 +157,10 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
     ``train.output_dir`` is locked for the whole job: a second job on it is refused at once
     (:class:`~recsys.training.lock.OutputDirBusyError`, naming the holder's pid). With ``resume`` the
     checkpoint must exist and match the config, and the MLflow run that wrote it is continued.
+
+    Args:
+        cfg: configuration (every section; ``tracking`` says where the run goes).
+        resume: continue from ``<train.output_dir>/checkpoints/last.ckpt`` (after a crash or a kill).
     """
     with _locked_run(cfg, resume=resume) as tracker:
         outcome = prepare(cfg.data)
@@ -159,11 +170,21 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
             if (outcome.path / name).is_file():
                 tracker.log_artifact(outcome.path / name, "data")
         logger = tracker.lightning_logger()
+        _log.info(
+            "training for up to %d epochs on %s users, %s items (%s)",
+            cfg.train.max_epochs,
+            f"{dataset.n_users:,}",
+            f"{dataset.n_items:,}",
+            "resuming from the last checkpoint" if resume else f"output in {cfg.train.output_dir}",
+        )
         # Every checkpoint records the run that wrote it, so that --resume continues that run.
         record = [RunRecord(tracker.run_id)] if tracker.run_id else []
         fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [], callbacks=record)
         # runtime.precision is logged as configured (auto); this is what it resolved to on this machine.
         tracker.log_params({"precision": fitted.precision})
+        _log.info(
+            "validating the best epoch (%d) and the baselines on the validation targets", fitted.best_epoch
+        )
         result = TrainResult(
             run_id=tracker.run_id,
             prepared=outcome,
@@ -172,7 +193,12 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
             baselines=validation_baselines(dataset, fitted.data),
         )
         _log_results(tracker, result)
-        if fitted.bundle_path is not None:
+        if fitted.bundle_path is not None and tracker.enabled:
+            registered = cfg.tracking.registered_model
+            _log.info(
+                "logging the model to MLflow%s",
+                f" and registering it as {registered!r}" if registered else "",
+            )
             # The bundle travels inside the pyfunc model (artifact "model"), registered when configured.
             info = log_pyfunc_model(
                 tracker, fitted.bundle_path, dataset, registered_model_name=cfg.tracking.registered_model

@@ -52,7 +52,7 @@ class FitResult:
     best_checkpoint: Path | None
     last_checkpoint: Path
     best_val: dict[str, float]
-    best_epoch: int
+    best_epoch: int  # counted from 1, as in the log; 0 when no epoch was validated
     epochs: int
     history: list[dict[str, float]]
     seconds: float
@@ -75,9 +75,11 @@ class FitResult:
 
 
 class EpochHistory(Callback):
-    """Collects one record per epoch (train loss, lr, validation metrics, speed).
+    """Collects one record per epoch (train loss, lr, validation metrics, speed) and logs it as one line.
 
-    Kept in the checkpoint so a resumed run reports the whole learning curve.
+    Epochs are counted from 1 here, as a person reads them (``epoch 9/60`` in the log, ``best_epoch`` 9 and
+    step 9 in MLflow are the same epoch); Lightning's own ``current_epoch`` counts from 0. Kept in the
+    checkpoint so a resumed run reports the whole learning curve.
     """
 
     def __init__(self) -> None:
@@ -85,7 +87,8 @@ class EpochHistory(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        record: dict[str, float] = {"epoch": float(trainer.current_epoch)}
+        epoch = trainer.current_epoch + 1
+        record: dict[str, float] = {"epoch": float(epoch)}
         for key in (MONITOR, metric_key("val", "hr@10")):
             if key in metrics:
                 record[key] = metrics[key]
@@ -99,15 +102,23 @@ class EpochHistory(Callback):
         self.records.append(record)
         if trainer.is_global_zero:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
-            log.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs or 0, shown)
+            log.info("epoch %d/%d: %s", epoch, trainer.max_epochs or 0, shown)
         for logger in trainer.loggers:
-            logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=trainer.current_epoch)
+            logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": self.records}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = list(state_dict.get("records", []))
+
+
+class _EpochBar(TQDMProgressBar):
+    """Lightning's bar, with the epoch counted from 1 as in the log line below it (``Epoch 1/60``)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
 
 def _load_weights(module: BERT4RecModule, checkpoint: Path) -> None:
@@ -229,7 +240,7 @@ def _fit(
         # with them in the module, so the bundle ships them.
         all_callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if runtime.progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 50)))
+        all_callbacks.append(_EpochBar(refresh_rate=max(1, steps_per_epoch // 50)))
     trainer = L.Trainer(
         max_epochs=tcfg.max_epochs,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
@@ -263,7 +274,7 @@ def _fit(
         state = torch.load(last, map_location="cpu", weights_only=True)
         history.load_state_dict(state.get("callbacks", {}).get(history.state_key, {}))
     best_val: dict[str, float] = {}
-    best_epoch = -1
+    best_epoch = 0
     if history.records:
         scored = [r for r in history.records if MONITOR in r]
         if scored:

@@ -132,7 +132,7 @@ class PruningCallback(L.Callback):
         if metric is None:
             return
         value = float(metric)
-        epoch = int(trainer.current_epoch)
+        epoch = int(trainer.current_epoch) + 1  # counted from 1, as in the log and MLflow
         loss = getattr(pl_module, "epoch_loss", None)
         if not math.isfinite(value) or (loss is not None and not math.isfinite(loss)):
             self.reason = (

@@ -91,7 +91,9 @@ class MedianPrunerConfig(_Strict):
 
     kind: Literal["median"] = "median"
     n_startup_trials: int = Field(4, ge=0, description="Trials that are never pruned (they set the bar).")
-    n_warmup_steps: int = Field(2, ge=0, description="Epochs (0-based) of each trial that are never pruned.")
+    n_warmup_steps: int = Field(
+        2, ge=0, description="The first this many epochs of each trial are never pruned."
+    )
     interval_steps: int = Field(1, ge=1, description="Check every this many epochs.")
     n_min_trials: int = Field(1, ge=1, description="Trials that must have reached an epoch to compare.")
 

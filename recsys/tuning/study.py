@@ -97,7 +97,8 @@ def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     if isinstance(p, MedianPrunerConfig):
         return optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials,
-            n_warmup_steps=p.n_warmup_steps,
+            # Steps are epochs counted from 1 (PruningCallback); Optuna never prunes step < n_warmup_steps.
+            n_warmup_steps=p.n_warmup_steps + 1,
             interval_steps=p.interval_steps,
             n_min_trials=p.n_min_trials,
         )

@@ -247,6 +247,21 @@ def test_cli_recommend_and_similar_items_json(
     assert "none.txt: file not found" in capsys.readouterr().err
 
 
+def test_cli_k_left_out_is_the_configs_inference_k(
+    setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--model", str(setup.bundle), *setup.overrides(), "--set", "inference.k=4", "--json"]
+    assert main(["recommend", *base, "--out", str(tmp_path / "r")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["k"] == 4 and payload["rows"] == 4 * 60
+    assert read_manifest(tmp_path / "r")["k"] == 4
+    assert main(["similar-items", *base, "--out", str(tmp_path / "s")]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 4 * 30
+    # An explicit --k still wins over the config.
+    assert main(["recommend", *base, "--k", "2", "--out", str(tmp_path / "r2")]) == 0
+    assert json.loads(capsys.readouterr().out)["k"] == 2
+
+
 def test_similar_items_output(setup: Setup, tmp_path: Path) -> None:
     result = similar_items.run(setup.cfg, model=setup.bundle, k=29, out=tmp_path / "s")
     frame = read_parts(result.out)

@@ -37,7 +37,13 @@ def test_train_run_is_a_complete_mlflow_record(local_store: Path, monkeypatch: p
     assert run.data.params["runtime.precision"] == "auto" and run.data.params["precision"] == "32"
     for key in ("train_loss", "val_ndcg_at_10", "val_hr_at_10", "lr", "epoch_tokens_per_s"):
         steps = [m.step for m in client.get_metric_history(result.run_id, key)]
-        assert steps == [0, 1, 2], key
+        assert steps == [1, 2, 3], key  # epochs counted from 1, as in the log
+    # One epoch numbering everywhere: MLflow's best step, best_epoch (metric, JSON, summary), the history.
+    ndcg = client.get_metric_history(result.run_id, "val_ndcg_at_10")
+    best_step = max(ndcg, key=lambda m: m.value).step
+    assert run.data.metrics["best_epoch"] == best_step == result.to_json()["best_epoch"]
+    assert f"best epoch {best_step}" in result.summary()
+    assert [r["epoch"] for r in result.fit.history] == [1, 2, 3]
     assert "val.most_popular.ndcg_at_10" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"config.yaml", "learning_curve.png", "history.json", "data"} <= artifacts
@@ -80,7 +86,7 @@ def test_crashing_training_is_marked_failed_and_stays_resumable(
     assert "error.message" not in run.data.tags
     assert run.data.tags["resume.previous_error"] == "RuntimeError: disk on fire"
     steps = [m.step for m in client.get_metric_history(failed.info.run_id, "val_ndcg_at_10")]
-    assert steps == [0, 1, 2]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
+    assert steps == [1, 2, 3]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
 
 
 def test_unreachable_tracking_uri_fails_before_training(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import polars as pl
+import pytest
 
 from recsys.config import to_yaml
 from recsys.jobs import recommend
@@ -28,6 +30,7 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow  # runs the script in a fresh process
 def test_batch_topk_script_writes_what_the_recommend_job_writes(tmp_path: Path) -> None:
     setup = untrained_setup(tmp_path / "setup", **{"inference.k": 4})
     config = tmp_path / "config.yaml"
@@ -41,6 +44,7 @@ def test_batch_topk_script_writes_what_the_recommend_job_writes(tmp_path: Path) 
         text=True,
         timeout=300,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's recsys, whichever one is installed
     )
     assert done.returncode == 0, done.stderr
     assert f"top-4 for {setup.dataset.n_users} users" in done.stdout

@@ -135,18 +135,21 @@ def sqlite_uri(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path)
 
 
 @pytest.fixture(scope="module")
-def registered(trained: Trained, mlflow_server: str, sqlite_uri: str) -> dict[str, Logged]:
-    """The model logged and registered once per store: the loopback server and local SQLite."""
-    return {
-        "server": log_and_register(trained, mlflow_server),
-        "sqlite": log_and_register(trained, sqlite_uri),
-    }
+def registered_sqlite(trained: Trained, sqlite_uri: str) -> Logged:
+    """The model logged and registered in the local SQLite store (no server: the fast tests use this)."""
+    return log_and_register(trained, sqlite_uri)
 
 
 @pytest.fixture(scope="module")
-def loaded(registered: dict[str, Logged]) -> PyFuncModel:
+def registered(trained: Trained, mlflow_server: str, registered_sqlite: Logged) -> dict[str, Logged]:
+    """The model logged and registered once per store: the loopback server and local SQLite."""
+    return {"server": log_and_register(trained, mlflow_server), "sqlite": registered_sqlite}
+
+
+@pytest.fixture(scope="module")
+def loaded(registered_sqlite: Logged) -> PyFuncModel:
     """The SQLite store's registered version, loaded in this process."""
-    logged = registered["sqlite"]
+    logged = registered_sqlite
     with using_store(logged.tracking_uri):
         return mlflow.pyfunc.load_model(f"models:/{logged.name}/1")
 
@@ -338,15 +341,16 @@ def test_log_into_a_finished_run_by_id_and_disabled_tracker(
     assert log_pyfunc_model(Tracker.disabled(), trained.bundle_path, trained.dataset) is None
 
 
-@pytest.mark.parametrize("store", ["server", "sqlite"])
+@pytest.mark.parametrize("store", [pytest.param("server", marks=pytest.mark.slow), "sqlite"])
 def test_resolve_model_uri_round_trip_cache_alias_and_errors(
     trained: Trained,
-    registered: dict[str, Logged],
+    registered_sqlite: Logged,
     store: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    logged = registered[store]
+    logged = registered_sqlite if store == "sqlite" else request.getfixturevalue("registered")["server"]
     tracking = logged.tracking_uri
     cache = tmp_path / "cache"
     uri = f"models:/{logged.name}/1"

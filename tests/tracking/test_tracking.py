@@ -32,7 +32,7 @@ def make_cfg(uri: str | None, *, enabled: bool = True) -> RecsysConfig:
     return load_config(None, overrides)
 
 
-@pytest.fixture(params=["server", "sqlite"])
+@pytest.fixture(params=[pytest.param("server", marks=pytest.mark.slow), "sqlite"])
 def store(request: pytest.FixtureRequest) -> str | None:
     """Tracking URI for the config: the loopback server, or None (the local SQLite default)."""
     if request.param == "server":

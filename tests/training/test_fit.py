@@ -46,7 +46,7 @@ def test_planted_next_item_rule_is_learned(trained) -> None:  # type: ignore[no-
     assert model_eval.metrics["hr@1"] >= 0.95
     assert popular.metrics["hr@1"] < 0.3
     assert result.best_val[MONITOR] >= 0.95
-    assert [r["epoch"] for r in result.history] == list(range(len(result.history)))
+    assert [r["epoch"] for r in result.history] == list(range(1, len(result.history) + 1))
     assert all("train_loss" in r and "epoch_tokens_per_s" in r for r in result.history)
 
 

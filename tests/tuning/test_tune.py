@@ -196,14 +196,17 @@ def test_nan_validation_stops_the_trial_without_reporting() -> None:
         callback_metrics={MONITOR: torch.tensor(0.3)},
     )
     callback.on_validation_end(trainer, SimpleNamespace(epoch_loss=1.0))  # type: ignore[arg-type]
-    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {0: pytest.approx(0.3)}
+    # Steps are epochs counted from 1, as in the log and MLflow (Lightning's current_epoch 0 is epoch 1).
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: pytest.approx(0.3)}
     trainer.current_epoch, trainer.callback_metrics = 1, {MONITOR: torch.tensor(math.nan)}
     callback.on_validation_end(trainer, SimpleNamespace(epoch_loss=1.0))  # type: ignore[arg-type]
     assert trainer.should_stop and callback.reason and "non-finite" in callback.reason
-    assert 1 not in trial.storage.get_trial(trial._trial_id).intermediate_values
+    assert "at epoch 2" in callback.reason
+    assert 2 not in trial.storage.get_trial(trial._trial_id).intermediate_values
 
 
 # ------------------------------------------------------------------------------------------ studies
+@pytest.mark.slow  # a whole study (several trainings)
 def test_tracked_study_survives_a_crashing_trial(
     local_store: Path, base_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,7 +236,7 @@ def test_tracked_study_survives_a_crashing_trial(
     }
     assert all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in children.values())
     curve = client.get_metric_history(children["2"].info.run_id, "val_ndcg_at_10")
-    assert [m.step for m in curve] == [0, 1]
+    assert [m.step for m in curve] == [1, 2]  # epochs counted from 1
     assert children["2"].data.params["suggested.train.optimizer.lr"] == json.dumps(
         trials[2].params["train.optimizer.lr"]
     )
@@ -251,6 +254,7 @@ def test_tracked_study_survives_a_crashing_trial(
     assert {"best.yaml", "plots", "study.json", "tune.yaml"} <= parent_files
 
 
+@pytest.mark.slow  # a whole study (several trainings)
 def test_interrupted_study_resumes_with_the_remaining_trials(
     local_store: Path, base_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,6 +288,7 @@ def test_interrupted_study_resumes_with_the_remaining_trials(
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # a whole study (several trainings)
 def test_pruner_stops_a_clearly_worse_trial_and_nan_is_pruned(
     tmp_path: Path, base_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -327,6 +332,7 @@ def test_invalid_combinations_are_pruned_and_the_study_goes_on(tmp_path: Path, b
     assert "no complete trial" in result.summary()
 
 
+@pytest.mark.slow  # two worker processes
 def test_two_workers_share_one_study(local_store: Path, base_yaml: Path) -> None:
     path = write_tune(
         local_store,
