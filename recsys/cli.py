@@ -33,6 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'bad input', shown without a traceback (evaluated only once one is raised)."""
     from recsys.config import ConfigError
     from recsys.data.errors import DataError
+    from recsys.inference.export import ExportError
     from recsys.training.bundle import BundleError
     from recsys.training.divergence import TrainingDivergedError
     from recsys.training.lock import OutputDirBusyError
@@ -41,6 +42,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         DataError,
         BundleError,
+        ExportError,
         FileNotFoundError,
         OutputDirBusyError,
         TrainingDivergedError,
@@ -112,6 +114,12 @@ def _cmd_similar(args: argparse.Namespace, cfg: Any) -> _Result:
     return similar_items.run(cfg, model=args.model, k=args.k, out=args.out)
 
 
+def _cmd_export(args: argparse.Namespace, cfg: Any) -> _Result:
+    from recsys.jobs import export
+
+    return export.run(cfg, model=args.model, out=args.out, format=args.format)
+
+
 def _cmd_tune(args: argparse.Namespace, cfg: Any) -> _Result:
     from recsys.jobs import tune
 
@@ -165,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend": ("Batch top-k recommendations for all or listed users into parquet.", _cmd_recommend),
         "similar-items": ("Nearest items by embedding cosine, for 'more like this' shelves.", _cmd_similar),
         "tune": ("Hyperparameter search with Optuna over a YAML search space.", _cmd_tune),
+        "export": ("Export a model bundle's scoring path (ONNX), checked against torch.", _cmd_export),
     }
     for name, (help_text, handler) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -198,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--allow", type=Path, help="File of item ids that may be recommended.")
             p.add_argument("--deny", type=Path, help="File of item ids that must not be recommended.")
             p.add_argument("--include-seen", action="store_true", help="Allow already-seen items.")
+        if name == "export":
+            p.add_argument("--model", required=True, help="Model bundle directory or models:/name/version.")
+            p.add_argument("--out", required=True, type=Path, help="File to write (model.onnx).")
+            p.add_argument("--format", choices=["onnx"], default="onnx", help="Export format.")
         if name == "tune":
             p.add_argument("--n-trials", type=int, help="Number of trials (overrides the config).")
             p.add_argument("--timeout", type=float, help="Stop the study after this many seconds.")
