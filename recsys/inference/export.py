@@ -20,10 +20,12 @@ exporter, onnxruntime for :func:`check_onnx`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,19 @@ def _require(module: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _example(model: BERT4Rec, rows: int, seed: int = 0) -> np.ndarray:
     """Seeded histories of every length 0..max_len-1 (so padding, full rows and the all-PAD row occur)."""
     rng = np.random.default_rng(seed)
@@ -112,8 +127,9 @@ def export_onnx(model: BERT4Rec, path: str | Path, *, metadata: dict[str, str] |
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # The exporter prints its progress on stdout; a job's stdout is its result (--json): stderr.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        # The exporter prints its progress on stdout; a job's stdout is its result (--json): stderr. Its
+        # libraries log every graph rewrite at INFO, and that torchvision (unused here) is absent.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), _quiet_loggers():
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch deprecates what it calls
             torch.onnx.export(
                 graph,
