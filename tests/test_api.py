@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,26 @@ def test_config_forms_and_errors(tmp_path: Path) -> None:
         BERT4Rec({"train": {"lr": 0.1}})
     with pytest.raises(RuntimeError, match=r"not fitted: call fit"):
         BERT4Rec().recommend(users=[1])
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and Lightning
+def test_the_api_imports_neither_mlflow_nor_optuna(tmp_path: Path) -> None:
+    """A notebook without a tracking store: fitting and recommending import neither."""
+    script = (
+        "import sys, polars as pl\n"
+        "from recsys import BERT4Rec\n"
+        f"cfg = {CONFIG!r}\n"
+        f"frame = pl.read_csv({str(planted_rule_log(tmp_path / 'log.csv', n_users=20))!r})\n"
+        f"frame = frame.rename({COLUMNS!r})\n"
+        "cfg['train']['max_epochs'] = 1\n"
+        "BERT4Rec(cfg).fit(frame).recommend(k=2)\n"
+        "print(sorted(m for m in ('mlflow', 'optuna') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.slow
