@@ -70,6 +70,7 @@ VERBS: dict[str, Verb] = {
         "similar_items", "Nearest items by embedding cosine, for 'more like this' shelves."
     ),
     "tune": Verb("tune", "Hyperparameter search with Optuna over a YAML search space."),
+    "export": Verb("export", "Export a model bundle's scoring path (ONNX), checked against torch."),
 }
 
 
@@ -218,6 +219,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'bad input', shown without a traceback (evaluated only once one is raised)."""
     from recsys.config import ConfigError
     from recsys.data.errors import DataError
+    from recsys.inference.export import ExportError
     from recsys.training.bundle import BundleError
     from recsys.training.divergence import TrainingDivergedError
     from recsys.training.lock import OutputDirBusyError
@@ -226,6 +228,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         DataError,
         BundleError,
+        ExportError,
         FileNotFoundError,
         OutputDirBusyError,
         TrainingDivergedError,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from recsys.config.sections import ConfigError, RecsysConfig
 
-__all__ = ["apply_overrides", "flatten", "load_config", "to_yaml"]
+__all__ = ["apply_overrides", "flatten", "load_config", "to_yaml", "validate_config"]
 
 
 def _parse_scalar(text: str) -> Any:
@@ -122,6 +122,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         raw = apply_overrides(raw, overrides)
         origin += " + --set overrides"
+    return validate_config(raw, origin)
+
+
+def validate_config(raw: dict[str, Any], origin: str = "a dict") -> RecsysConfig:
+    """A nested dict as a validated config; a :class:`ConfigError` names each bad key (and ``origin``)."""
     try:
         return RecsysConfig.model_validate(raw)
     except ValidationError as exc:

@@ -298,8 +298,10 @@ class Recommender:
                 "this Recommender has no known users' histories: load it with known=<prepared dataset> "
                 "or pass histories=<frame of user_id, item_id rows>"
             )
-        # Every user, in order: the stored CSR already is that, no copy needed.
-        return self.known if len(rows) == len(self.known) else self.known.take(rows, renumber=True)
+        # Every user in index order: the stored CSR already is that, no copy needed. (Every user in another
+        # order, e.g. a users file, is not: the rows must follow the request.)
+        in_order = len(rows) == len(self.known) and bool(np.array_equal(rows, self.known.users))
+        return self.known if in_order else self.known.take(rows, renumber=True)
 
     def recommend(
         self,

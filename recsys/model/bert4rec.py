@@ -245,7 +245,9 @@ class BERT4Rec(nn.Module):
 
         keep = items != PAD  # [B, L]
         attn_mask: Tensor | None
-        if bool(keep.all()):
+        # (An exported graph cannot branch on data: it always takes the masked path, which gives the same
+        # numbers.)
+        if not torch.compiler.is_exporting() and bool(keep.all()):
             attn_mask = None  # no padding in this batch: let SDPA take its unmasked fast path
         else:
             # A row that is all padding would softmax over nothing and give NaN; let it attend everywhere.

@@ -9,8 +9,14 @@ What a logged model holds (``artifacts/`` inside the MLflow model directory)::
 Nothing is pickled: the model is logged as code (``recsys_model.py``, three lines that build a stateless
 ``RecsysPyfuncModel()``), and the weights travel as the bundle directory, loaded as a
 :class:`~recsys.inference.recommender.Recommender` (checksums verified) in ``load_context``: the object
-behind ``recsys recommend``, so both give the same items, ranks and scores. Loading needs the ``recsys``
-package importable (it is not on PyPI: install it from this repository where the model is served).
+behind ``recsys recommend``, so both give the same items, ranks and scores.
+
+The logged code imports the installed ``recsys`` package and nothing else of this repository, and the
+model's ``requirements.txt`` names it (``recsys==<version>``) with the versions that logged it of torch,
+MLflow and the libraries it reads data with (local version labels such as torch's ``+cpu`` stripped: no
+index serves them). So it loads wherever those requirements install: ``recsys`` from its wheel
+(``pip wheel --no-deps .`` in this repository, then ``pip install --find-links DIR -r requirements.txt``)
+or from a private index. ``tests/tracking/test_pyfunc_venv.py`` does exactly that in a fresh venv.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ __all__ = [
     "RecsysPyfuncModel",
     "log_pyfunc_model",
     "model_signature",
+    "pip_requirements",
+    "public_version",
 ]
 
 MODEL_NAME: Final = "model"
@@ -55,9 +63,10 @@ HISTORIES_ARTIFACT: Final = "histories"
 DEFAULT_K: Final = 10
 DEFAULT_EXCLUDE_SEEN: Final = True
 
-# Distributions the served model imports (pinned to what logged it). Listing them skips MLflow's
-# requirement inference, which loads the whole model in a subprocess just to watch its imports.
+# Distributions the served model imports (pinned to what logged it), recsys first. Listing them skips
+# MLflow's requirement inference, which loads the whole model in a subprocess just to watch its imports.
 _RUNTIME_PACKAGES = (
+    "recsys",
     "mlflow",
     "torch",
     "numpy",
@@ -175,13 +184,23 @@ mlflow.models.set_model(RecsysPyfuncModel())
 """
 
 
-def _pip_requirements() -> list[str]:
+def public_version(version: str) -> str:
+    """``version`` without its PEP 440 local label (``2.13.0+cpu`` -> ``2.13.0``): a requirement with a
+    local label matches only that build, which no public index serves, while ``torch==2.13.0`` takes
+    whichever 2.13.0 build the serving machine's index has (the CPU build here, a CUDA one elsewhere)."""
+    return version.split("+", 1)[0]
+
+
+def pip_requirements() -> list[str]:
+    """The logged model's requirements: ``name==version`` of each runtime package as installed here."""
     pins = []
     for name in _RUNTIME_PACKAGES:
         try:
-            pins.append(f"{name}=={metadata.version(name)}")
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
             pins.append(name)
+            continue
+        pins.append(f"{name}=={public_version(version)}")
     return pins
 
 
@@ -235,7 +254,7 @@ def log_pyfunc_model(
             "signature": model_signature(dataset),
             # One known user: shown in the UI and checked by MLflow (load + predict) before upload.
             "input_example": pd.DataFrame({USER_ID: dataset.users.ids.head(1).to_list()}),
-            "pip_requirements": _pip_requirements(),
+            "pip_requirements": pip_requirements(),
             "registered_model_name": registered_model_name,
             "metadata": {"recsys.bundle_fingerprint": bundle.fingerprint, "recsys.n_items": bundle.n_items},
         }

@@ -157,6 +157,20 @@ def test_users_file_subset_and_unknown_users(setup: Setup, tmp_path: Path) -> No
     assert again.equals(frame)
 
 
+def test_users_file_listing_every_user_out_of_index_order(setup: Setup, tmp_path: Path) -> None:
+    """Every user, listed in another order than the vocabulary's: each still gets their own history's
+    recommendations (a shortcut once took the dataset's rows as they were and named them in file order)."""
+    ids = setup.dataset.users.ids.to_list()
+    listed = ids[::-1]
+    users = tmp_path / "users.txt"
+    users.write_text("\n".join(listed) + "\n", encoding="utf-8")
+    result = recommend.run(setup.cfg, model=setup.bundle, k=K, users=users, out=tmp_path / "f")
+    by_file = read_parts(result.out)
+    everyone = read_parts(recommend.run(setup.cfg, model=setup.bundle, k=K, out=tmp_path / "all").out)
+    assert sorted(by_file["user_id"].unique().to_list()) == sorted(listed)
+    assert by_file.sort(["user_id", "rank"]).equals(everyone.sort(["user_id", "rank"]))
+
+
 def test_histories_file_scores_new_users_from_that_history(setup: Setup, tmp_path: Path) -> None:
     hist = tmp_path / "hist.csv"
     hist.write_text(

@@ -111,6 +111,16 @@ def test_predict_next_appends_mask_and_truncates() -> None:
     torch.testing.assert_close(model.predict_next(history), expected)
 
 
+def test_next_state_is_the_encoded_mask_position() -> None:
+    """The user state (for embeddings) is the full encoder's output at the appended [MASK]."""
+    model = make_model(norm_first=True)
+    history = torch.tensor([[0, 0, 0, 3, 4], [9, 1, 2, 3, 4]])
+    mask = torch.full((2, 1), N_ITEMS + 1)
+    state = model.next_state(history)
+    assert state.shape == (2, 16)
+    torch.testing.assert_close(state, model.encode(torch.cat([history, mask], dim=1))[:, -1])
+
+
 def test_predict_next_in_train_mode_uses_the_same_attention() -> None:
     """With (almost) no dropout, train-mode prediction (explicit attention path) equals eval mode."""
     model = make_model(dropout=0.0, attention_dropout=0.5)
