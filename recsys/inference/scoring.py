@@ -15,7 +15,7 @@ class ModelScorer:
     def __init__(self, model: BERT4Rec, device: str | torch.device = "cpu") -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        self.max_history = model.cfg.max_len - 1
+        self.max_history = model.max_len - 1
 
     @torch.no_grad()
     def scores(self, history: torch.Tensor) -> torch.Tensor:

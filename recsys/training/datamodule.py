@@ -310,7 +310,7 @@ class SequenceDataModule(L.LightningDataModule):
     # -- training ---------------------------------------------------------------------------------
     def _train_windows(self) -> tuple[np.ndarray, np.ndarray]:
         if self._windows is None:
-            self._windows = build_windows(self.data.history, self.model_cfg.max_len, self.masking)
+            self._windows = build_windows(self.data.history, self.model_cfg.resolved_max_len(), self.masking)
         return self._windows
 
     def n_train_tokens(self) -> int:
@@ -374,7 +374,7 @@ class SequenceDataModule(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         index = index[rank::world]
-        collate = EvalCollate(users, history, targets, self.model_cfg.max_len)
+        collate = EvalCollate(users, history, targets, self.model_cfg.resolved_max_len())
         return DataLoader(
             _EvalDataset(len(users)),
             sampler=index.tolist(),
