@@ -111,3 +111,26 @@ def test_max_epochs_bounds_the_fitted_schedule(tmp_path: Path, monkeypatch) -> N
     result, costs, spent, cfg = _run(tmp_path, monkeypatch, lambda epoch: 1.0, **{"train.max_epochs": 8})
     assert result.epochs == result.derived["train.epochs"] == 8 and spent == pytest.approx(20.0)
     _assert_schedule_completed(result, costs, cfg.train.optimizer.lr, floor=0.1)
+
+
+class _Crash(L.Callback):
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 5:
+            raise RuntimeError("power cut")
+
+
+def test_a_resumed_run_keeps_the_plan_and_the_time_spent(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    monkeypatch.setattr(fit_module, "TimeBudget", partial(TimeBudget, clock=clock))
+    costs = Costs(clock, lambda epoch: 1.0, val_s=0.5)
+    source = planted_rule_log(tmp_path / "log.csv", n_users=40)
+    sets = {"train.max_epochs": "null", "train.time_budget_minutes": 1.0, "train.schedule.kind": "cosine"}
+    cfg = tiny_config(tmp_path, source, **sets)
+    data = prepared(cfg)
+    with pytest.raises(RuntimeError, match="power cut"):
+        fit(cfg, data, callbacks=[costs, _Crash()], write_bundle=False)
+    clock.now += 3600.0  # an hour passes before the restart: not training time
+    result = fit(cfg, data, resume=True, callbacks=[costs], write_bundle=False)
+    assert result.epochs == result.derived["train.epochs"] == 23  # the plan made in the first session
+    assert result.module.global_step == result.module.lr_schedule.total == 46
+    assert result.module.lr_schedule(46) == pytest.approx(0.0)
