@@ -5,8 +5,9 @@ knows what an epoch costs here and sets the run's length: as many epochs as fit 
 warm-up (``schedule.warmup_fraction`` of the new length, or ``warmup_steps``) and the decay re-planned to
 end on the last step of the last epoch (:meth:`recsys.training.schedule.LRSchedule.replan`, no jump in the
 learning rate). After every later epoch it checks again with the epochs measured since (start to start,
-so checkpoint writes count) and shortens the schedule if they got slower, or lengthens it if they got
-clearly faster; the decay always ends at its floor on the last step, it is never cut off mid-way.
+so checkpoint writes count) and shortens the schedule if they got slower, or, in its first half,
+lengthens it if they got clearly faster (a first epoch slowed by one-off costs); the decay always ends at
+its floor on the last step, it is never cut off mid-way.
 
 The clock is injectable so that a test can run real epochs on a fake clock.
 """
@@ -97,7 +98,10 @@ class TimeBudget(L.Callback):
         planned = self.planned_epochs
         if planned is None or fits < planned:
             return fits
-        if fits >= planned + max(1, math.ceil(_GROW_SHARE * planned)):
+        # Longer only in the first half: later the decay is well under way, and lengthening it would
+        # only add epochs at a low learning rate (at the very end, at its floor).
+        early = epochs_done < planned / 2
+        if early and fits >= planned + max(1, math.ceil(_GROW_SHARE * planned)):
             return fits
         return None
 

@@ -77,6 +77,7 @@ def _assert_schedule_completed(result, costs: Costs, lr: float, floor: float) ->
     assert schedule(schedule.total) == pytest.approx(floor)  # the decay reached its floor: not cut off
     assert schedule.progress(schedule.total - 1) > 0.9
     assert max(costs.lrs) == pytest.approx(lr)  # and the warm-up reached the peak
+    assert costs.lrs[-2] > costs.lrs[-1] > floor * lr * 0.99  # the last epoch still decays: none wasted
 
 
 def test_the_schedule_is_fitted_to_the_budget_and_ends_inside_it(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -105,6 +106,23 @@ def test_slower_epochs_shorten_the_schedule_which_still_completes(tmp_path: Path
     _assert_schedule_completed(result, costs, cfg.train.optimizer.lr, floor=0.1)
     steps = [b - a for a, b in itertools.pairwise(costs.lrs)]
     assert max(abs(s) for s in steps) < 0.5 * cfg.train.optimizer.lr  # re-planned without a jump
+
+
+def test_a_first_epoch_slowed_by_setup_is_corrected_early(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # 6.5 s for the first epoch (one-off costs), 2.5 s after: 9 epochs planned, then 13 and 15 while the
+    # slow epoch is one of the (up to) three measured, 22 once it has left them; then no change.
+    result, costs, spent, cfg = _run(tmp_path, monkeypatch, lambda epoch: 3.0 if epoch == 0 else 1.0)
+    assert result.derived["train.first_epoch_seconds"] == pytest.approx(6.5)
+    assert result.epochs == result.derived["train.epochs"] == 22 and result.derived["train.replans"] == 3
+    assert spent == pytest.approx(6.5 + 21 * 2.5) and spent <= 60.0
+    _assert_schedule_completed(result, costs, cfg.train.optimizer.lr, floor=0.1)
+
+
+def test_no_longer_schedule_once_half_of_it_is_done(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Epochs get 5x faster after epoch 12 of 23: more would fit, but the decay is past half-way.
+    result, costs, spent, cfg = _run(tmp_path, monkeypatch, lambda epoch: 1.0 if epoch < 12 else 0.2)
+    assert result.epochs == 23 and result.derived["train.replans"] == 0
+    _assert_schedule_completed(result, costs, cfg.train.optimizer.lr, floor=0.1)
 
 
 def test_max_epochs_bounds_the_fitted_schedule(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
