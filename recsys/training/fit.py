@@ -277,10 +277,11 @@ def _fit(
     if best_path is not None and best_path.is_file():
         _load_weights(module, best_path)
     if not history.records and last.is_file():
-        # ddp_spawn trains in child processes: the parent's callback never saw an epoch, but the
-        # last checkpoint carries the history.
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        history.load_state_dict(state.get("callbacks", {}).get(history.state_key, {}))
+        # ddp_spawn trains in child processes: the parent's callbacks never saw an epoch, but the
+        # last checkpoint carries the history, the fitted schedule and the stopping state.
+        saved = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+        for callback in (history, stopping, *budget):
+            callback.load_state_dict(saved.get(callback.state_key, {}))
     best_val: dict[str, float] = {}
     best_epoch = -1
     if history.records:
