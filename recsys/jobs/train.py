@@ -173,7 +173,9 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
         # runtime.precision is logged as configured (auto); this is what it resolved to on this machine.
         tracker.log_params({"precision": fitted.precision})
         # Values set from the data or the time budget (the config's `auto`/null stay logged as given).
-        tracker.log_params({f"derived.{k}": v for k, v in fitted.derived.items()})
+        changed = tracker.log_new_params({f"derived.{k}": v for k, v in fitted.derived.items()})
+        if changed:  # a resumed run with a new schedule: MLflow keeps the first values, the tag the new
+            tracker.set_tags({"resume.changed_derived": "; ".join(changed)})
         result = TrainResult(
             run_id=tracker.run_id,
             prepared=outcome,
