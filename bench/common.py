@@ -21,6 +21,18 @@ def shared_data() -> Path:
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), with its core count and whether it runs bf16 natively."""
+    import platform
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    native = "AVX512_BF16" if "avx512_bf16" in flags else ("AMX" if "amx_bf16" in flags else "no native bf16")
+    name = names[0] if names else platform.processor() or platform.machine()
+    return f"{name} ({os.cpu_count()} logical cores, {native})"
+
+
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -139,7 +139,17 @@ class ModelConfig(_Section):
     n_layers: int = Field(2, ge=1, description="Number of Transformer encoder blocks.")
     n_heads: int = Field(2, ge=1, description="Attention heads per block.")
     ff_multiplier: int = Field(4, ge=1, description="Feed-forward width as a multiple of hidden_size.")
-    max_len: int = Field(200, ge=2, description="Longest input sequence (including an appended [MASK]).")
+    max_len: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Longest input sequence (including an appended [MASK]). auto: from the training history "
+            "lengths, the length that holds max_len_quantile of the users' whole histories plus the "
+            "[MASK], rounded up to a multiple of 8, clipped to [16, 200]; the value used is logged."
+        ),
+    )
+    max_len_quantile: float = Field(
+        0.95, gt=0.0, le=1.0, description="max_len auto: share of users whose whole history fits."
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and sub-layers.")
     attention_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     norm_first: bool = Field(False, description="Pre-norm blocks (true) or post-norm as in BERT (false).")
@@ -153,6 +163,13 @@ class ModelConfig(_Section):
                 f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
             )
         return self
+
+    def resolved_max_len(self) -> int:
+        """``max_len`` as a number; an ``auto`` still unresolved (see ``recsys.training.auto``) is an
+        error, since only a dataset can say what it is."""
+        if self.max_len == "auto":
+            raise ValueError("model.max_len is 'auto': resolve it against the dataset first")
+        return self.max_len
 
 
 class MaskingConfig(_Section):
@@ -210,13 +227,38 @@ class ScheduleConfig(_Section):
         "constant", description="Learning-rate decay after warm-up."
     )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    warmup_fraction: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Warm-up as a share of the schedule's steps (of the fitted schedule under a time budget); "
+            "replaces warmup_steps when set."
+        ),
+    )
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
 
 
 class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for masking, initialisation, shuffling and sampling.")
     batch_size: int = Field(128, ge=1, description="Sequences per batch.")
-    max_epochs: int = Field(50, ge=1, description="Upper bound on epochs.")
+    max_epochs: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Epochs of the schedule; null: 50, or with time_budget_minutes as many as the budget holds "
+            "(a number set here then bounds the fitted schedule)."
+        ),
+    )
+    time_budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Fit the whole schedule (epochs, warm-up, decay) into this many minutes of training and "
+            "validation, from the cost of the first epoch on this machine; re-fitted (never cut) if "
+            "epochs get slower. The derived epochs and warm-up are logged."
+        ),
+    )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW settings.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
     ema_decay: float | None = Field(
@@ -226,7 +268,23 @@ class TrainConfig(_Section):
         description="Validate, checkpoint and ship an exponential moving average of the weights (per step).",
     )
     bucket_by_length: bool = Field(True, description="Batch sequences of similar length together.")
-    patience: int = Field(10, ge=1, description="Early stopping: epochs without val NDCG@10 gain.")
+    patience: int = Field(
+        10, ge=1, description="Early stopping: validations without a gain in smoothed val NDCG@10."
+    )
+    early_stop_window: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Early stopping reads the median of the last this many validations, so one noisy "
+            "validation can neither set the bar nor reset the count (1: the raw metric)."
+        ),
+    )
+    early_stop_min_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Early stopping may fire only after this share of the schedule's epochs.",
+    )
     val_every_n_epochs: int = Field(1, ge=1, description="Validate every this many epochs.")
     val_users: int | None = Field(None, ge=1, description="Validate on a fixed seeded sample of users.")
     validation_holdout: Literal["all", "sampled"] = Field(
@@ -238,12 +296,26 @@ class TrainConfig(_Section):
         ),
     )
     output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
-    max_time_minutes: float | None = Field(None, gt=0, description="Stop training after this long.")
+    max_time_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Hard stop after this long, mid-schedule if need be (see time_budget_minutes).",
+    )
 
     @model_validator(mode="after")
     def _sampled_holdout_needs_sample(self) -> TrainConfig:
         if self.validation_holdout == "sampled" and self.val_users is None:
             raise ValueError("validation_holdout 'sampled' needs val_users (the size of the held-out sample)")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_inside_hard_stop(self) -> TrainConfig:
+        budget, stop = self.time_budget_minutes, self.max_time_minutes
+        if budget is not None and stop is not None and stop < budget:
+            raise ValueError(
+                f"max_time_minutes ({stop}) < time_budget_minutes ({budget}): the hard stop would cut "
+                "the fitted schedule"
+            )
         return self
 
 

@@ -64,6 +64,7 @@ class TrainResult:
         lines = [
             f"trained {f.epochs} epoch(s) in {f.seconds:.1f} s at precision {f.precision}; "
             f"best epoch {f.best_epoch}" + (" (early stopping)" if f.stopped_early else ""),
+            *_derived_lines(f.derived),
             f"model bundle: {f.bundle_path}",
             "",
             f"{'validation':<16}{'NDCG@10':>10}{'HR@10':>10}",
@@ -80,6 +81,14 @@ class TrainResult:
         if self.registered_version:
             lines.append(f"registered version: {self.registered_version}")
         return "\n".join(lines)
+
+
+def _derived_lines(derived: dict[str, Any]) -> list[str]:
+    """The schedule and the data-derived settings, as the summary shows them."""
+    if not derived:
+        return []
+    shown = ", ".join(f"{key} {value}" for key, value in derived.items() if value is not None)
+    return [f"derived: {shown}"]
 
 
 def validation_baselines(
@@ -111,7 +120,7 @@ def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitRe
         n_items=dataset.n_items,
         item_counts=dataset.item_counts(),
         batch_size=cfg.eval.batch_size,
-        max_history=cfg.model.max_len - 1,
+        max_history=fitted.config.model.resolved_max_len() - 1,
     )
     return result.metrics
 
@@ -182,6 +191,10 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
         fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [], callbacks=record)
         # runtime.precision is logged as configured (auto); this is what it resolved to on this machine.
         tracker.log_params({"precision": fitted.precision})
+        # Values set from the data or the time budget (the config's `auto`/null stay logged as given).
+        changed = tracker.log_new_params({f"derived.{k}": v for k, v in fitted.derived.items()})
+        if changed:  # a resumed run with a new schedule: MLflow keeps the first values, the tag the new
+            tracker.set_tags({"resume.changed_derived": "; ".join(changed)})
         _log.info(
             "validating the best epoch (%d) and the baselines on the validation targets", fitted.best_epoch
         )
@@ -189,7 +202,7 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
             run_id=tracker.run_id,
             prepared=outcome,
             fit=fitted,
-            model_val=_model_validation(cfg, dataset, fitted),
+            model_val=_model_validation(fitted.config, dataset, fitted),
             baselines=validation_baselines(dataset, fitted.data),
         )
         _log_results(tracker, result)

@@ -193,11 +193,11 @@ class BERT4Rec(nn.Module):
         self.n_items = n_items
         self.mask_id = n_items + 1
         self.vocab_size = n_items + 2
-        self.max_len = cfg.max_len
+        self.max_len = cfg.resolved_max_len()
         d = cfg.hidden_size
 
         self.item_embedding = nn.Embedding(self.vocab_size, d, padding_idx=PAD)
-        self.position_embedding = nn.Embedding(cfg.max_len, d)
+        self.position_embedding = nn.Embedding(self.max_len, d)
         self.embedding_norm = nn.LayerNorm(d)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         # Pre-norm leaves the residual stream un-normalised; a final LayerNorm puts it back on scale.

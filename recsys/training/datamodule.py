@@ -244,7 +244,7 @@ class SequenceDataModule(L.LightningDataModule):
     # -- training ---------------------------------------------------------------------------------
     def _train_windows(self) -> tuple[np.ndarray, np.ndarray]:
         if self._windows is None:
-            self._windows = build_windows(self.data.history, self.model_cfg.max_len, self.masking)
+            self._windows = build_windows(self.data.history, self.model_cfg.resolved_max_len(), self.masking)
         return self._windows
 
     def n_train_tokens(self) -> int:

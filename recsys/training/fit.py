@@ -18,16 +18,17 @@ import pytorch_lightning as L
 import torch
 from pytorch_lightning.callbacks import (
     Callback,
-    EarlyStopping,
     EMAWeightAveraging,
     ModelCheckpoint,
     TQDMProgressBar,
 )
 from pytorch_lightning.loggers import Logger
 
-from recsys.config import RecsysConfig
+from recsys.config import RecsysConfig, TrainConfig
 from recsys.data.fingerprint import dataset_fingerprint
 from recsys.data.prepared import PreparedDataset
+from recsys.training.auto import resolve_auto
+from recsys.training.budget import TimeBudget
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.divergence import DivergenceGuard, check_finite_weights
@@ -36,12 +37,19 @@ from recsys.training.module import BERT4RecModule, metric_key
 from recsys.training.precision import resolve_precision
 from recsys.training.resume import ResumeRecord, check_resume
 from recsys.training.runtime import apply_threads, world_size
+from recsys.training.schedule import warmup_steps
+from recsys.training.stopping import SmoothedEarlyStopping
 
 log = logging.getLogger("recsys.train")
 
-__all__ = ["MONITOR", "EpochHistory", "FitResult", "export_checkpoint", "fit"]
+__all__ = ["DEFAULT_EPOCHS", "MONITOR", "EpochHistory", "FitResult", "export_checkpoint", "fit"]
 
 MONITOR = metric_key("val", "ndcg@10")
+DEFAULT_EPOCHS = 50
+"""The schedule's length when ``train.max_epochs`` is null and there is no time budget (with one, the
+provisional length that sets the warm-up pace of the first epoch, before the budget fits the schedule)."""
+_UNBOUNDED_EPOCHS = 1_000_000
+"""Lightning's epoch limit under a budget with no ``max_epochs``, until the budget sets the real one."""
 
 
 @dataclass
@@ -58,8 +66,10 @@ class FitResult:
     seconds: float
     module: BERT4RecModule = field(repr=False)
     data: TrainingData = field(repr=False)  # the events trained on and the validation targets
+    config: RecsysConfig = field(repr=False)  # the config trained with, every `auto` resolved
     stopped_early: bool = False
     precision: str = "32"  # the resolved Lightning precision ("32", "bf16-mixed", ...)
+    derived: dict[str, Any] = field(default_factory=dict)  # values set from the data or the budget
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +81,7 @@ class FitResult:
             "seconds": round(self.seconds, 2),
             "stopped_early": self.stopped_early,
             "precision": self.precision,
+            "derived": self.derived,
         }
 
 
@@ -149,6 +160,7 @@ def export_checkpoint(
 
     With ``train.ema_decay`` the checkpoint's weights are the averaged ones, as in ``fit``'s bundle.
     """
+    cfg, _ = resolve_auto(cfg, dataset)
     module = BERT4RecModule(dataset.n_items, cfg, dataset.item_counts(), total_steps=1)
     _load_weights(module, Path(checkpoint))
     return _write_bundle(Path(path), module, cfg, dataset, {"checkpoint": str(checkpoint)})
@@ -187,6 +199,7 @@ def _fit(
     write_bundle: bool,
 ) -> FitResult:
     """The body of :func:`fit` (long, but one straight sequence: set up, train, pick the best, write)."""
+    cfg, derived = resolve_auto(cfg, dataset)
     tcfg, runtime = cfg.train, cfg.runtime
     apply_threads(runtime)
     precision = resolve_precision(runtime)
@@ -202,8 +215,9 @@ def _fit(
     )
     world = world_size(runtime)
     steps_per_epoch = datamodule.train_batches_per_epoch(world)
+    epochs = tcfg.max_epochs or DEFAULT_EPOCHS
     module = BERT4RecModule(
-        dataset.n_items, cfg, dataset.item_counts(), total_steps=max(1, steps_per_epoch * tcfg.max_epochs)
+        dataset.n_items, cfg, dataset.item_counts(), total_steps=max(1, steps_per_epoch * epochs)
     )
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -225,10 +239,16 @@ def _fit(
         save_on_train_epoch_end=True,
     )
     history = EpochHistory()
+    budget = _time_budget(tcfg, steps_per_epoch)
+    stopping = SmoothedEarlyStopping(
+        MONITOR, tcfg.patience, window=tcfg.early_stop_window, min_fraction=tcfg.early_stop_min_fraction
+    )
+    # The budget before the history, so that the epoch log line shows the fitted length.
     all_callbacks: list[Callback] = [
         checkpoint,
         latest,
-        EarlyStopping(monitor=MONITOR, mode="max", patience=tcfg.patience, check_on_train_epoch_end=False),
+        *budget,
+        stopping,
         history,
         DivergenceGuard(),
         ResumeRecord(cfg, fingerprint),
@@ -242,7 +262,7 @@ def _fit(
     if runtime.progress_bar:
         all_callbacks.append(_EpochBar(refresh_rate=max(1, steps_per_epoch // 50)))
     trainer = L.Trainer(
-        max_epochs=tcfg.max_epochs,
+        max_epochs=_UNBOUNDED_EPOCHS if budget and tcfg.max_epochs is None else epochs,
         max_time=timedelta(minutes=tcfg.max_time_minutes) if tcfg.max_time_minutes else None,
         accelerator=runtime.accelerator,
         devices=runtime.devices,
@@ -269,10 +289,11 @@ def _fit(
     if best_path is not None and best_path.is_file():
         _load_weights(module, best_path)
     if not history.records and last.is_file():
-        # ddp_spawn trains in child processes: the parent's callback never saw an epoch, but the
-        # last checkpoint carries the history.
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        history.load_state_dict(state.get("callbacks", {}).get(history.state_key, {}))
+        # ddp_spawn trains in child processes: the parent's callbacks never saw an epoch, but the
+        # last checkpoint carries the history, the fitted schedule and the stopping state.
+        saved = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+        for callback in (history, stopping, *budget):
+            callback.load_state_dict(saved.get(callback.state_key, {}))
     best_val: dict[str, float] = {}
     best_epoch = 0
     if history.records:
@@ -287,7 +308,8 @@ def _fit(
         bundle_path = _write_bundle(
             out / "model", module, cfg, dataset, {"best_val": best_val, "best_epoch": best_epoch}
         )
-    stopped = bool(trainer.early_stopping_callback and trainer.early_stopping_callback.stopped_epoch > 0)
+    derived.update(_schedule_values(tcfg, steps_per_epoch, epochs, budget))
+    stopped = stopping.stopped_epoch is not None
     return FitResult(
         bundle_path=bundle_path,
         best_checkpoint=best_path,
@@ -299,6 +321,30 @@ def _fit(
         seconds=seconds,
         module=module,
         data=datamodule.data,
+        config=cfg,
         stopped_early=stopped,
         precision=precision,
+        derived=derived,
     )
+
+
+def _time_budget(tcfg: TrainConfig, steps_per_epoch: int) -> list[TimeBudget]:
+    """The budget callback, in a list (empty without ``train.time_budget_minutes``)."""
+    if tcfg.time_budget_minutes is None:
+        return []
+    return [TimeBudget(tcfg.time_budget_minutes, steps_per_epoch, tcfg.schedule, tcfg.max_epochs)]
+
+
+def _schedule_values(
+    tcfg: TrainConfig, steps_per_epoch: int, epochs: int, budget: list[TimeBudget]
+) -> dict[str, Any]:
+    """The schedule the run was given (``train.*`` keys): fitted by the budget, or from the config."""
+    if budget:
+        fitted = budget[0].summary()
+        return {f"train.{k}": v for k, v in fitted.items() if k != "time_budget_minutes"}
+    total = epochs * steps_per_epoch
+    return {
+        "train.epochs": epochs,
+        "train.warmup_steps": warmup_steps(tcfg.schedule, total),
+        "train.total_steps": total,
+    }

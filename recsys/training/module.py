@@ -7,7 +7,6 @@ chosen by config (``recsys.model.losses``), and validation goes through the eval
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -23,6 +22,7 @@ from recsys.model.bert4rec import BERT4Rec
 from recsys.model.losses import build_loss
 from recsys.model.masking import mask_items
 from recsys.training.datamodule import TrainBatch
+from recsys.training.schedule import LRSchedule
 
 __all__ = ["VAL_KS", "BERT4RecModule", "metric_key"]
 
@@ -45,22 +45,6 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
     """Norm weights, biases and embeddings are not decayed (the usual BERT/AdamW practice)."""
     lowered = name.lower()
     return param.ndim < 2 or "norm" in lowered or "emb" in lowered or lowered.endswith("bias")
-
-
-def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Any:
-    """Multiplier on the peak lr at optimiser step ``step``: linear warm-up, then the decay."""
-
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if schedule == "linear":
-            return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return f
 
 
 class BERT4RecModule(L.LightningModule):
@@ -179,7 +163,7 @@ class BERT4RecModule(L.LightningModule):
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(sched.kind, sched.warmup_steps, self.total_steps, sched.min_lr_ratio)
-        )
+        # An object, not a closure: LambdaLR checkpoints its state, and a time budget re-plans it.
+        self.lr_schedule = LRSchedule.from_config(sched, self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

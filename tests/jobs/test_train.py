@@ -25,16 +25,23 @@ def _cfg(tmp: Path, **overrides: object):  # type: ignore[no-untyped-def]
 def test_train_run_is_a_complete_mlflow_record(local_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The default precision on a CPU without native bf16 (an AVX2-only one, played by the probe): fp32.
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    cfg = _cfg(local_store, **{"tracking.registered_model": "planted", "runtime.precision": "auto"})
+    cfg = _cfg(
+        local_store,
+        **{"tracking.registered_model": "planted", "runtime.precision": "auto", "model.max_len": "auto"},
+    )
     result = train.run(cfg)
     assert result.to_json()["precision"] == "32"
     assert "at precision 32" in result.summary()
+    # 10 training events per user + [MASK] -> 16 (the floor); the schedule the config implies.
+    assert "derived: model.max_len 16, train.epochs 3" in result.summary()
     client = MlflowClient(f"sqlite:///{local_store / 'mlruns.db'}")
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["pipeline"] == "train" and "git.commit" in run.data.tags
     assert run.data.params["model.hidden_size"] == "32"
     assert run.data.params["runtime.precision"] == "auto" and run.data.params["precision"] == "32"
+    assert run.data.params["model.max_len"] == "auto" and run.data.params["derived.model.max_len"] == "16"
+    assert run.data.params["derived.train.epochs"] == "3"
     for key in ("train_loss", "val_ndcg_at_10", "val_hr_at_10", "lr", "epoch_tokens_per_s"):
         steps = [m.step for m in client.get_metric_history(result.run_id, key)]
         assert steps == [1, 2, 3], key  # epochs counted from 1, as in the log

@@ -1,0 +1,47 @@
+"""``auto`` settings resolved from the data: max_len from the history lengths, logged and shipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.config import load_config
+from recsys.training.auto import MAX_LEN_BOUNDS, auto_max_len, resolve_auto
+from recsys.training.bundle import load_bundle
+from recsys.training.fit import fit
+from tests.training.helpers import planted_rule_log, prepared, tiny_config
+
+
+@pytest.mark.parametrize(
+    ("lengths", "quantile", "expected"),
+    [
+        (np.arange(1, 101), 0.95, 104),  # 95.05 -> 96 items + [MASK] = 97 -> next multiple of 8
+        (np.arange(1, 101), 0.5, 56),  # 50.5 -> 51 + 1 = 52 -> 56
+        (np.full(50, 3), 0.95, MAX_LEN_BOUNDS[0]),  # 4 -> 8, below the floor
+        (np.full(50, 5000), 0.95, MAX_LEN_BOUNDS[1]),  # clipped
+        (np.array([], dtype=np.int64), 0.95, MAX_LEN_BOUNDS[0]),
+    ],
+)
+def test_auto_max_len_by_hand(lengths: np.ndarray, quantile: float, expected: int) -> None:
+    assert auto_max_len(lengths, quantile) == expected
+
+
+def test_the_default_is_auto_and_a_number_passes_through(tmp_path: Path) -> None:
+    assert load_config(None, []).model.max_len == "auto"
+    cfg = tiny_config(tmp_path, planted_rule_log(tmp_path / "log.csv", n_users=20))
+    assert resolve_auto(cfg, prepared(cfg)) == (cfg, {})
+    with pytest.raises(ValueError, match="auto"):
+        load_config(None, []).model.resolved_max_len()
+
+
+def test_fit_resolves_max_len_and_ships_it(tmp_path: Path) -> None:
+    # 40 events per user, leave-one-out: 38 training events + [MASK] = 39 -> 40.
+    source = planted_rule_log(tmp_path / "log.csv", n_users=30, length=40)
+    cfg = tiny_config(tmp_path, source, **{"model.max_len": "auto", "train.max_epochs": 1})
+    result = fit(cfg, prepared(cfg))
+    assert result.derived["model.max_len"] == 40
+    assert result.config.model.max_len == 40 and cfg.model.max_len == "auto"
+    bundle = load_bundle(result.bundle_path)
+    assert bundle.config.model.max_len == 40 and bundle.model.max_len == 40
