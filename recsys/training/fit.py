@@ -31,6 +31,7 @@ from recsys.config import RecsysConfig
 from recsys.data.prepared import PreparedDataset
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
+from recsys.training.memory import retain_freed_memory
 from recsys.training.module import BERT4RecModule, metric_key
 
 log = logging.getLogger("recsys.train")
@@ -161,6 +162,7 @@ def fit(
     tcfg = cfg.train
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
+    retain_freed_memory()  # every step reallocates the same tensors: reuse the pages (memory.py)
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     out = Path(tcfg.output_dir)
     ckpt_dir = out / "checkpoints"
