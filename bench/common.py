@@ -15,6 +15,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+GIB_BYTES = 2**30
+
+
 def shared_data() -> Path:
     """``../shared/data`` beside the project root, or ``$RECSYS_SHARED_DATA``."""
     env = os.environ.get("RECSYS_SHARED_DATA")
@@ -50,3 +53,29 @@ def emit(name: str, rows: list[tuple[str, str]], payload: dict[str, Any]) -> Non
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     print("BENCH " + json.dumps({"bench": name, **payload}), flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def native_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16 in /proc/cpuinfo flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
