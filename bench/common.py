@@ -15,22 +15,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+GIB_BYTES = 2**30
+
+
 def shared_data() -> Path:
     """``../shared/data`` beside the project root, or ``$RECSYS_SHARED_DATA``."""
     env = os.environ.get("RECSYS_SHARED_DATA")
     return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), with its core count and whether it runs bf16 natively."""
-    import platform
-
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    native = "AVX512_BF16" if "avx512_bf16" in flags else ("AMX" if "amx_bf16" in flags else "no native bf16")
-    name = names[0] if names else platform.processor() or platform.machine()
-    return f"{name} ({os.cpu_count()} logical cores, {native})"
 
 
 def peak_rss_gib() -> float:
@@ -62,3 +53,29 @@ def emit(name: str, rows: list[tuple[str, str]], payload: dict[str, Any]) -> Non
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     print("BENCH " + json.dumps({"bench": name, **payload}), flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def native_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16 in /proc/cpuinfo flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from recsys.config import FullSoftmaxLoss, GBCELoss, RecsysConfig, SampledSoftmaxLoss
+from recsys.config import AutoLoss, FullSoftmaxLoss, GBCELoss, RecsysConfig, SampledSoftmaxLoss
 
 __all__ = ["config_reference"]
 
@@ -61,7 +61,7 @@ def config_reference() -> str:
         out.append(f"**`{section}`**\n")
         out.append("| key | type | default | meaning |\n|---|---|---|---|")
         if section == "loss":
-            for variant in (FullSoftmaxLoss, SampledSoftmaxLoss, GBCELoss):
+            for variant in (AutoLoss, FullSoftmaxLoss, SampledSoftmaxLoss, GBCELoss):
                 out.extend(_rows(variant, "loss."))
         else:
             annotation = field.annotation

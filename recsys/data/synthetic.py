@@ -44,6 +44,9 @@ class SyntheticSpec:
         span_days: length of the observation window.
         tie_prob: probability that an event shares its predecessor's timestamp (bulk rating sessions).
         order: row order of the log: global time order (like an event stream) or grouped by user.
+        min_user_events: shortest history (a 5-core export has 5); lengths above it stay log-normal.
+        min_item_events: every item occurs at least this often (a k-core catalogue, where no item is
+            absent from the log); the rest of the events follow the popularity law.
     """
 
     n_users: int = 1_000
@@ -56,15 +59,21 @@ class SyntheticSpec:
     span_days: int = 730
     tie_prob: float = 0.05
     order: Literal["time", "user"] = "time"
+    min_user_events: int = 1
+    min_item_events: int = 0
 
 
 def _user_lengths(rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
     """Per-user history lengths (>= 1) summing exactly to ``spec.n_interactions``."""
-    if spec.n_interactions < spec.n_users:
-        raise ValueError("n_interactions must be >= n_users (every user has at least one event)")
+    floor = max(1, spec.min_user_events)
+    if spec.n_interactions < spec.n_users * floor:
+        raise ValueError(
+            f"n_interactions must be >= n_users * min_user_events ({spec.n_users * floor}): "
+            "every user has at least that many events"
+        )
     weights = rng.lognormal(mean=0.0, sigma=spec.length_sigma, size=spec.n_users)
-    spare = spec.n_interactions - spec.n_users
-    lengths = 1 + np.floor(weights / weights.sum() * spare).astype(np.int64)
+    spare = spec.n_interactions - spec.n_users * floor
+    lengths = floor + np.floor(weights / weights.sum() * spare).astype(np.int64)
     # Flooring leaves a remainder smaller than n_users; hand it out one event each to random users.
     remainder = spec.n_interactions - int(lengths.sum())
     lengths[rng.choice(spec.n_users, size=remainder, replace=False)] += 1
@@ -88,6 +97,24 @@ def _item_ranks(rng: np.random.Generator, spec: SyntheticSpec, size: int) -> np.
         y = (low ** (1.0 - a) + u * (high ** (1.0 - a) - low ** (1.0 - a))) ** (1.0 / (1.0 - a))
     ranks = (y - spec.popularity_offset).astype(np.int64) - 1
     return np.clip(ranks, 0, spec.n_items - 1)
+
+
+def _item_draws(rng: np.random.Generator, spec: SyntheticSpec, size: int) -> np.ndarray:
+    """Popularity ranks of ``size`` events, each item at least ``spec.min_item_events`` times.
+
+    The guaranteed occurrences are scattered over random rows; the other rows follow the popularity law.
+    """
+    ranks = _item_ranks(rng, spec, size)
+    reserved = spec.min_item_events * spec.n_items
+    if reserved == 0:
+        return ranks
+    if reserved > size:
+        raise ValueError(
+            f"n_interactions must be >= n_items * min_item_events ({reserved}): every item needs that many"
+        )
+    rows = rng.choice(size, size=reserved, replace=False)
+    ranks[rows] = np.repeat(np.arange(spec.n_items, dtype=np.int64), spec.min_item_events)
+    return ranks
 
 
 def _timestamps(rng: np.random.Generator, spec: SyntheticSpec, lengths: np.ndarray) -> np.ndarray:
@@ -127,7 +154,7 @@ def generate_log(spec: SyntheticSpec | None = None, **overrides: int | float | s
     user_ids = rng.permutation(np.arange(1, 2 * base.n_users + 1, dtype=np.int64))[: base.n_users]
     item_ids = rng.permutation(np.arange(1, 3 * base.n_items + 1, dtype=np.int64))[: base.n_items]
     users = np.repeat(user_ids, lengths)
-    items = item_ids[_item_ranks(rng, base, n)]
+    items = item_ids[_item_draws(rng, base, n)]
     ratings = rng.integers(1, 6, size=n, dtype=np.int8)
     timestamps = _timestamps(rng, base, lengths)
     if base.order == "time":

@@ -26,6 +26,8 @@ PAD = 0
 
 _INIT_STD = 0.02  # BERT's initializer_range
 _CHUNK_BYTES = 8 * 2**20  # target size of one materialised attention-weight block on CPU (see below)
+_MIN_SOFTMAX_ROW = 16  # shortest softmax row PyTorch's CPU kernel vectorises (see _attention_chunk)
+_PAD_SOFTMAX_FROM = 8  # shorter rows are left as they are: padding them costs more than it saves
 
 
 def _keep_mask(shape: torch.Size, p: float, like: Tensor) -> tuple[Tensor, float]:
@@ -75,11 +77,14 @@ class TransformerBlock(nn.Module):
         self.norm_attn = nn.LayerNorm(d)
         self.norm_ff = nn.LayerNorm(d)
 
-    def attention(self, x: Tensor, attn_mask: Tensor | None, last_only: bool = False) -> Tensor:
+    def attention(
+        self, x: Tensor, attn_mask: Tensor | None, last_only: bool = False, rows: Tensor | None = None
+    ) -> Tensor:
         """Self-attention over ``x: [B, L, d]``; ``attn_mask: Bool[B, 1, 1, L]``, True where a key counts.
 
         ``last_only`` computes the output of the last position only (``[B, 1, d]``; every position is
-        still a key), which is all that next-item prediction needs from the last block.
+        still a key), which is all that next-item prediction needs from the last block. ``rows``
+        (``Bool[B, L]``) keeps the selected positions before the output projection (``[M, d]``).
         """
         B, L, d = x.shape
         hs = d // self.n_heads
@@ -107,7 +112,7 @@ class TransformerBlock(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, nh, Lq, hs]
         y = y.transpose(1, 2).reshape(B, q.shape[2], d)  # [B, Lq, d]
-        return self.attn_out(y)
+        return self.attn_out(y if rows is None else y[rows])  # [B, Lq, d] or [M, d]
 
     def _attention_with_dropout(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
         """Softmax attention with dropout on the weights; ``q, k, v: [B, nh, L, hs] -> [B, nh, L, hs]``.
@@ -135,6 +140,20 @@ class TransformerBlock(nn.Module):
         is applied to ``v`` (L x hs) rather than to the weights (L x L), and dropping is one multiply."""
         B, nh, Lq, hs = q.shape
         Lk = k.shape[2]
+        if _PAD_SOFTMAX_FROM <= Lk < _MIN_SOFTMAX_ROW:
+            # PyTorch's CPU softmax (forward and backward) vectorises rows of >= 16 only: a 15-wide row
+            # costs about 15x more per element (measured). Keys that are always masked (zero, with zero
+            # values) make every row 16 wide; their weights are exactly 0. Below 8 keys the padding
+            # costs more than it saves (measured at batch 64, 2 heads).
+            pad = _MIN_SOFTMAX_ROW - Lk
+            k, v = F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))  # [B, nh, 16, hs]
+            real = (
+                torch.ones((B, 1, 1, Lk), dtype=torch.bool, device=q.device)
+                if attn_mask is None
+                else attn_mask
+            )
+            attn_mask = torch.cat([real, real.new_zeros((*real.shape[:-1], pad))], dim=-1)  # [B, 1, 1, 16]
+            Lk = _MIN_SOFTMAX_ROW
         q3 = (q * hs**-0.5).reshape(B * nh, Lq, hs)  # [B*nh, Lq, hs]
         kt = k.reshape(B * nh, Lk, hs).transpose(1, 2)  # [B*nh, hs, Lk]
         if attn_mask is None:
@@ -152,14 +171,19 @@ class TransformerBlock(nn.Module):
         """Position-wise ``Linear -> GELU -> Linear``; works on ``[B, L, d]`` or gathered ``[M, d]``."""
         return self.ff_out(F.gelu(self.ff_in(x)))
 
-    def attention_sublayer(self, x: Tensor, attn_mask: Tensor | None, last_only: bool = False) -> Tensor:
+    def attention_sublayer(
+        self, x: Tensor, attn_mask: Tensor | None, last_only: bool = False, rows: Tensor | None = None
+    ) -> Tensor:
         """Residual attention sub-layer with its norm: ``[B, L, d] -> [B, L, d]`` (``[B, 1, d]`` if
-        ``last_only``)."""
+        ``last_only``, ``[M, d]`` for the positions selected by ``rows: Bool[B, L]``: everything after
+        the attention weights is position-wise, so it runs on those rows only)."""
         residual = x[:, -1:] if last_only else x
+        if rows is not None:
+            residual = residual[rows]  # [M, d]
         if self.norm_first:
-            y = self.attention(self.norm_attn(x), attn_mask, last_only)
+            y = self.attention(self.norm_attn(x), attn_mask, last_only, rows)
             return residual + dropout(y, self.p_dropout, self.training)
-        y = self.attention(x, attn_mask, last_only)
+        y = self.attention(x, attn_mask, last_only, rows)
         return self.norm_attn(residual + dropout(y, self.p_dropout, self.training))
 
     def feed_forward_sublayer(self, x: Tensor) -> Tensor:
@@ -212,7 +236,18 @@ class BERT4Rec(nn.Module):
         self.item_bias: nn.Parameter | None = (
             nn.Parameter(torch.zeros(self.vocab_size)) if cfg.item_bias else None
         )
+        self.sparse_item_grad = False
         self.reset_parameters()
+
+    def set_sparse_item_grad(self, enabled: bool) -> None:
+        """Give the ``[V, d]`` item table(s) row-sparse gradients (only the rows a step looked up).
+
+        A step of a sampled loss touches a few thousand of the catalogue's rows; a dense gradient costs
+        a ``[V, d]`` allocation, zeroing, clipping and optimiser update every step whatever the catalogue
+        size. The optimiser has to accept sparse gradients (``recsys.training.optim.RowSparseAdamW``).
+        """
+        self.sparse_item_grad = enabled
+        self.item_embedding.sparse = enabled
 
     # ---------------------------------------------------------------------------------------- init
     @torch.no_grad()
@@ -296,7 +331,7 @@ class BERT4Rec(nn.Module):
         last = self.blocks[-1]
         assert isinstance(last, TransformerBlock)
         # The last block's attention needs every position as a key; everything after it is position-wise.
-        h = last.attention_sublayer(x, attn_mask)[positions]  # [M, d]
+        h = last.attention_sublayer(x, attn_mask, rows=positions)  # [M, d]
         h = last.feed_forward_sublayer(h)
         return self._output_transform(h)
 
@@ -308,6 +343,16 @@ class BERT4Rec(nn.Module):
     def output_bias(self) -> Tensor | None:
         """``Float[V]`` per-item score bias, or None when ``cfg.item_bias`` is off."""
         return self.item_bias
+
+    def output_rows(self, items: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Output embeddings ``[*items.shape, d]`` and biases ``[*items.shape]`` of the given items.
+
+        Row-sparse gradients under :meth:`set_sparse_item_grad`. Callers gather all the rows they need
+        in ONE call: without sparse gradients each gather's backward is a dense ``[V, d]`` gradient.
+        """
+        bias = self.output_bias()
+        weight = F.embedding(items, self.output_weight(), sparse=self.sparse_item_grad)
+        return weight, None if bias is None else bias.index_select(0, items.reshape(-1)).view(items.shape)
 
     def score(self, hidden: Tensor) -> Tensor:
         """Scores of every vocabulary entry for each hidden state.

@@ -9,16 +9,17 @@ thousands of candidates loses too much in bfloat16.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsys.config import FullSoftmaxLoss, GBCELoss, LossConfig, SampledSoftmaxLoss
+from recsys.config import AutoLoss, FullSoftmaxLoss, GBCELoss, LossConfig, SampledSoftmaxLoss
 from recsys.model.bert4rec import BERT4Rec
 
-__all__ = ["GBCE", "FullSoftmax", "RecLoss", "SampledSoftmax", "build_loss", "gbce_beta"]
+__all__ = ["GBCE", "FullSoftmax", "RecLoss", "SampledSoftmax", "build_loss", "gbce_beta", "resolve_loss"]
 
 _BLOCK_BYTES = 8 * 2**20
 _MIN_BLOCK_ROWS = 256  # huge catalogues: fewer, larger blocks rather than thousands of tiny GEMMs
@@ -26,6 +27,9 @@ _MIN_BLOCK_ROWS = 256  # huge catalogues: fewer, larger blocks rather than thous
 
 class RecLoss(nn.Module):
     """Base class fixing the call signature shared by all losses."""
+
+    touches_every_item = False
+    """True when every step scores the whole catalogue (its item-table gradient is dense anyway)."""
 
     def forward(
         self, hidden: Tensor, targets: Tensor, model: BERT4Rec, generator: torch.Generator | None = None
@@ -57,18 +61,10 @@ def _empty_loss(hidden: Tensor) -> Tensor:
     return hidden.sum().float() * 0.0
 
 
-def _gather_output(model: BERT4Rec, items: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Output embeddings ``[*items.shape, d]`` and biases ``[*items.shape]`` of the given items.
-
-    Callers gather positives and negatives in ONE call: each gather's backward scatters into a dense
-    ``[V, d]`` gradient, which for a million-item catalogue is 256 MB to allocate, zero and add.
-    """
-    bias = model.output_bias()
-    return model.output_weight()[items], None if bias is None else bias[items]
-
-
 class FullSoftmax(RecLoss):
     """Cross-entropy over the whole catalogue (items 1..n_items; PAD and MASK are not classes)."""
+
+    touches_every_item = True
 
     def __init__(self, n_items: int, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -138,8 +134,12 @@ class SampledSoftmax(RecLoss):
         log_q[1 : n_items + 1] = probs.log()
         self.register_buffer("log_q", log_q.float(), persistent=False)
         # Not a buffer: sampling happens on the generator's device (the trainer's seeded generator is
-        # usually a CPU one while the model is on a GPU), so keep one copy per device used.
-        self._probs = {probs.device: probs.float()}
+        # usually a CPU one while the model is on a GPU), so keep one copy per device used. Drawn by
+        # inverse CDF: torch.multinomial rebuilds the cumulative sum of all n_items every call (0.3 ms
+        # a step at 54k items, measured), a binary search per draw does not.
+        cdf = probs.cumsum(0)
+        cdf[-1] = 1.0  # exact, so that every uniform draw in [0, 1) finds an item
+        self._cdf = {cdf.device: cdf}
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """``Long[N]`` negatives in 1..n_items, drawn with replacement, on the loss's device."""
@@ -147,10 +147,11 @@ class SampledSoftmax(RecLoss):
         if self.sampling == "uniform":
             neg = torch.randint(1, self.n_items + 1, (self.n_negatives,), generator=generator, device=draw)
         else:
-            if draw not in self._probs:
-                self._probs[draw] = next(iter(self._probs.values())).to(draw)
-            probs = self._probs[draw]
-            neg = torch.multinomial(probs, self.n_negatives, replacement=True, generator=generator) + 1
+            if draw not in self._cdf:
+                self._cdf[draw] = next(iter(self._cdf.values())).to(draw)
+            cdf = self._cdf[draw]
+            u = torch.rand(self.n_negatives, generator=generator, device=draw, dtype=cdf.dtype)
+            neg = torch.searchsorted(cdf, u, right=True).clamp_max_(self.n_items - 1) + 1
         return neg.to(self.log_q.device, non_blocking=True)
 
     def forward(
@@ -162,27 +163,61 @@ class SampledSoftmax(RecLoss):
     def loss_with_negatives(
         self, hidden: Tensor, targets: Tensor, model: BERT4Rec, negatives: Tensor
     ) -> Tensor:
-        """The loss for given shared negatives ``Long[N]`` (exposed for tests and custom samplers)."""
+        """The loss for given shared negatives ``Long[N]`` (exposed for tests and custom samplers).
+
+        Per row: ``logsumexp([s+, s-_1..s-_N]) - s+``, with the ``[rows, N]`` negative scores made by
+        one GEMM (bias and logQ shift fused in) and never copied: the positive joins through
+        ``logaddexp`` on ``[rows]``, accidental hits are set to ``-inf`` in place.
+        """
         M, N = targets.shape[0], negatives.shape[0]
         if M == 0:
             return _empty_loss(hidden)
-        w, b = _gather_output(model, torch.cat([targets, negatives]))  # [M + N, d], [M + N]
-        w_pos, w_neg = w[:M], w[M:]
-        pos_shift = torch.zeros(M, device=hidden.device) if b is None else b[:M].float()  # [M]
-        neg_shift = torch.zeros(N, device=hidden.device) if b is None else b[M:].float()  # [N]
-        if self.logq_correction:
-            pos_shift = pos_shift - self.log_q[targets]
-            neg_shift = neg_shift - self.log_q[negatives]
+        w, b = model.output_rows(torch.cat([targets, negatives]))  # [M + N, d], [M + N]
+        shift = None if b is None else b.float()
+        if self.logq_correction and self.sampling == "popularity":
+            # Uniform sampling shifts every logit by the same log(1/n): a no-op in the softmax.
+            log_q = self.log_q.index_select(0, torch.cat([targets, negatives]))
+            shift = -log_q if shift is None else shift - log_q
+        # split, not slices: a slice's backward is a zeroed [M + N, d] copy each, split's is one cat.
+        w_pos, w_neg = w.split((M, N))
+        pos_shift, neg_shift = (None, None) if shift is None else shift.split((M, N))
+        hit_rows, hit_cols = _accidental_hits(targets, negatives)
         total = hidden.new_zeros((), dtype=torch.float32)
         for rows in _row_blocks(M, N + 1):
             h = hidden[rows]
-            pos = (h.float() * w_pos[rows].float()).sum(-1) + pos_shift[rows]  # [rows]
-            neg = F.linear(h, w_neg).float() + neg_shift  # [rows, N]
-            neg = neg.masked_fill(negatives[None, :] == targets[rows, None], float("-inf"))
-            logits = torch.cat([pos[:, None], neg], dim=1)  # [rows, 1 + N], the target in column 0
-            # -log softmax(logits)[0]
-            total = total + (torch.logsumexp(logits, dim=1) - pos).sum()
+            pos = (h * w_pos[rows]).sum(-1).float()  # [rows]
+            if pos_shift is not None:
+                pos = pos + pos_shift[rows]
+            neg = _scores(h, w_neg, neg_shift)  # [rows, N]
+            in_block = (hit_rows >= rows.start) & (hit_rows < rows.start + h.shape[0])
+            neg.index_put_((hit_rows[in_block] - rows.start, hit_cols[in_block]), neg.new_tensor(-math.inf))
+            total = total + (torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos).sum()
         return total / M
+
+
+def _scores(hidden: Tensor, weight: Tensor, shift: Tensor | None) -> Tensor:
+    """``hidden @ weight.T + shift`` as float32: one fused GEMM, or under autocast the GEMM in the
+    autocast dtype and the shift (biases, logQ: large values) added in float32."""
+    if shift is not None and not torch.is_autocast_enabled(hidden.device.type):
+        return F.linear(hidden, weight, shift.to(hidden.dtype))
+    out = F.linear(hidden, weight).float()
+    return out if shift is None else out + shift
+
+
+def _accidental_hits(targets: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rows, columns)`` of every negative equal to its row's target.
+
+    Hits are rare (about N / n_items per row), so instead of comparing all ``[M, N]`` pairs the N
+    negatives are sorted once and each target is looked up in them.
+    """
+    ordered, order = negatives.sort()
+    first = torch.searchsorted(ordered, targets)  # [M]
+    counts = torch.searchsorted(ordered, targets, right=True) - first  # [M], mostly 0
+    rows = torch.repeat_interleave(torch.arange(targets.shape[0], device=targets.device), counts)
+    # The k-th hit of a row is ordered[first[row] + k]; k counts up from each row's first hit.
+    run_start = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    k = torch.arange(rows.shape[0], device=targets.device) - run_start
+    return rows, order[first[rows] + k]
 
 
 def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
@@ -251,7 +286,7 @@ class GBCE(RecLoss):
             )  # [M, 1 + k]
         else:
             # One gather for all rows: its backward is one dense [V, d] gradient, not one per block.
-            w, b = _gather_output(model, candidates)  # [M, 1 + k, d], [M, 1 + k]
+            w, b = model.output_rows(candidates)  # [M, 1 + k, d], [M, 1 + k]
             logits = torch.bmm(w, hidden[:, :, None].to(w.dtype)).squeeze(2).float()  # [M, 1 + k]
             if b is not None:
                 logits = logits + b.float()
@@ -261,14 +296,21 @@ class GBCE(RecLoss):
         return per_position.mean() / (neg.shape[1] + 1)
 
 
+def resolve_loss(cfg: LossConfig, n_items: int) -> FullSoftmaxLoss | SampledSoftmaxLoss | GBCELoss:
+    """The concrete loss config: ``auto`` resolved for a catalogue of ``n_items``, anything else as is."""
+    return cfg.resolve(n_items) if isinstance(cfg, AutoLoss) else cfg
+
+
 def build_loss(cfg: LossConfig, n_items: int, item_counts: Tensor | None = None) -> RecLoss:
     """The loss module for a typed loss config.
 
     Args:
-        cfg: :class:`FullSoftmaxLoss`, :class:`SampledSoftmaxLoss` or :class:`GBCELoss`.
+        cfg: :class:`AutoLoss` (resolved for ``n_items`` by :meth:`AutoLoss.resolve`),
+            :class:`FullSoftmaxLoss`, :class:`SampledSoftmaxLoss` or :class:`GBCELoss`.
         n_items: catalogue size (items 1..n_items).
         item_counts: ``Long[n_items + 2]`` training counts per item index, needed for popularity sampling.
     """
+    cfg = resolve_loss(cfg, n_items)
     if isinstance(cfg, FullSoftmaxLoss):
         return FullSoftmax(n_items, cfg.label_smoothing)
     if isinstance(cfg, SampledSoftmaxLoss):

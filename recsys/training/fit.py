@@ -33,6 +33,7 @@ from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.divergence import DivergenceGuard, check_finite_weights
 from recsys.training.lock import output_lock
+from recsys.training.memory import retain_freed_memory
 from recsys.training.module import BERT4RecModule, metric_key
 from recsys.training.precision import resolve_precision
 from recsys.training.resume import ResumeRecord, check_resume
@@ -202,6 +203,7 @@ def _fit(
     cfg, derived = resolve_auto(cfg, dataset)
     tcfg, runtime = cfg.train, cfg.runtime
     apply_threads(runtime)
+    retain_freed_memory()  # every step reallocates the same tensors: reuse the pages (memory.py)
     precision = resolve_precision(runtime)
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     out = Path(tcfg.output_dir)

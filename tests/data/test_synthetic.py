@@ -46,3 +46,21 @@ def test_written_logs_prepare(tmp_path: Path, suffix: str) -> None:
 def test_too_few_interactions() -> None:
     with pytest.raises(ValueError, match="n_interactions"):
         generate_log(n_users=10, n_items=5, n_interactions=5)
+
+
+def test_minimum_events_per_user_and_item() -> None:
+    log = generate_log(
+        n_users=400, n_items=900, n_interactions=4_000, min_user_events=5, min_item_events=1, seed=2
+    )
+    assert log.height == 4_000
+    assert log["user_id"].value_counts()["count"].min() == 5  # the floor, and some users sit on it
+    assert log["item_id"].n_unique() == 900  # no item left out of the catalogue
+    popularity = log["item_id"].value_counts(sort=True)["count"].to_numpy()
+    assert popularity[0] > 10 * np.median(popularity)  # still a power law above the floor
+
+
+def test_minimums_that_cannot_fit() -> None:
+    with pytest.raises(ValueError, match="min_user_events"):
+        generate_log(n_users=10, n_items=5, n_interactions=40, min_user_events=5)
+    with pytest.raises(ValueError, match="min_item_events"):
+        generate_log(n_users=10, n_items=50, n_interactions=40, min_item_events=1)

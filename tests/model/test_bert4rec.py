@@ -154,17 +154,19 @@ def test_train_mode_dropout_is_random_and_eval_is_not() -> None:
     assert not torch.allclose(model.encode(items), model.encode(items))
 
 
+@pytest.mark.parametrize("length", [6, 11])  # 11: keys padded to 16 for the CPU softmax, 6: not
 @pytest.mark.parametrize("chunk_bytes", [8 * 2**20, 1])  # one block, or one sequence per block
 def test_attention_dropout_path_matches_sdpa_without_dropout(
-    chunk_bytes: int, monkeypatch: pytest.MonkeyPatch
+    chunk_bytes: int, length: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The explicit attention used for training with dropout computes the same attention as SDPA."""
     monkeypatch.setattr(bert4rec, "_CHUNK_BYTES", chunk_bytes)
-    model = make_model(dropout=0.0, attention_dropout=0.5)
+    model = make_model(dropout=0.0, attention_dropout=0.5, max_len=16)
     block = model.blocks[0]
-    x = torch.randn(3, 6, 16)
-    mask = torch.tensor([[False, False, True, True, True, True]] * 2 + [[True] * 6])[:, None, None, :]
-    q, k, v = torch.randn(3, 3, 2, 6, 8).unbind(0)
+    x = torch.randn(3, length, 16)
+    padded = [False, False] + [True] * (length - 2)
+    mask = torch.tensor([padded] * 2 + [[True] * length])[:, None, None, :]
+    q, k, v = torch.randn(3, 3, 2, length, 8).unbind(0)
     # p -> 0 leaves no element dropped: compare the explicit path with SDPA directly.
     block.p_attention = 1e-9
     explicit = block._attention_with_dropout(q, k, v, mask)
@@ -249,3 +251,22 @@ def test_training_path_scores_only_masked_positions() -> None:
         scores = model.score(model.hidden_at(items, positions))
     assert scores.shape == (5, n_items + 2)
     assert spy.largest == 5 * (n_items + 2)
+
+
+def test_sparse_item_gradients_equal_dense_ones() -> None:
+    """Row-sparse item-table gradients hold exactly the dense gradient's nonzero rows."""
+    items = torch.tensor([[0, 3, 4, 31], [5, 3, 31, 9]])
+    positions = items == 31
+    grads = []
+    for sparse in (False, True):
+        model = make_model().train()
+        model.set_sparse_item_grad(sparse)
+        h = model.hidden_at(items, positions)  # [2, d]
+        w, b = model.output_rows(torch.tensor([[4, 7], [3, 12]]))
+        assert b is not None
+        ((h[:, None, :] * w).sum(-1) + b).square().sum().backward()
+        grad = model.item_embedding.weight.grad
+        assert grad is not None and grad.is_sparse == sparse
+        grads.append(grad.to_dense() if sparse else grad)
+    torch.testing.assert_close(grads[1], grads[0])
+    assert set(grads[0].abs().sum(1).nonzero().flatten().tolist()) == {3, 4, 5, 7, 9, 12, 31}

@@ -8,10 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.config import FullSoftmaxLoss, GBCELoss, ModelConfig, SampledSoftmaxLoss
+from recsys.config import (
+    AUTO_SAMPLED_ABOVE,
+    AutoLoss,
+    FullSoftmaxLoss,
+    GBCELoss,
+    ModelConfig,
+    SampledSoftmaxLoss,
+)
 from recsys.model import losses
 from recsys.model.bert4rec import BERT4Rec
-from recsys.model.losses import GBCE, FullSoftmax, SampledSoftmax, build_loss, gbce_beta
+from recsys.model.losses import GBCE, FullSoftmax, SampledSoftmax, build_loss, gbce_beta, resolve_loss
 
 N_ITEMS = 40
 
@@ -65,6 +72,32 @@ def test_sampled_softmax_with_every_item_as_negative_equals_full_softmax(model: 
     every_item = torch.arange(1, N_ITEMS + 1)
     got = loss.loss_with_negatives(hidden, targets, model, every_item)
     torch.testing.assert_close(got, reference_full_softmax(hidden, targets, model), atol=1e-5, rtol=1e-5)
+
+
+def test_auto_loss_picks_full_softmax_up_to_the_threshold_and_sampled_above() -> None:
+    auto = AutoLoss()
+    assert f"{AUTO_SAMPLED_ABOVE:,}" in (AutoLoss.model_fields["sampled_above"].description or "")
+    assert resolve_loss(auto, AUTO_SAMPLED_ABOVE) == FullSoftmaxLoss()
+    above = resolve_loss(auto, AUTO_SAMPLED_ABOVE + 1)
+    assert above == SampledSoftmaxLoss(
+        n_negatives=auto.n_negatives, sampling=auto.sampling, logq_correction=True
+    )
+    counts = torch.ones(AUTO_SAMPLED_ABOVE + 3, dtype=torch.long)
+    assert isinstance(build_loss(auto, AUTO_SAMPLED_ABOVE + 1, counts), SampledSoftmax)
+    assert isinstance(
+        build_loss(AutoLoss(sampled_above=N_ITEMS - 1), N_ITEMS, torch.ones(N_ITEMS + 2)), SampledSoftmax
+    )
+    assert isinstance(build_loss(AutoLoss(sampled_above=N_ITEMS), N_ITEMS, None), FullSoftmax)
+    assert resolve_loss(GBCELoss(), 10**7) == GBCELoss()  # explicit kinds are kept whatever the size
+
+
+def test_accidental_hits_found_by_search_equal_brute_force() -> None:
+    g = torch.Generator().manual_seed(5)
+    targets = torch.randint(1, 8, (40,), generator=g)
+    negatives = torch.randint(1, 8, (13,), generator=g)  # many repeats: several hits per row
+    rows, cols = losses._accidental_hits(targets, negatives)
+    expected = (negatives[None, :] == targets[:, None]).nonzero()
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(map(tuple, expected.tolist()))
 
 
 def test_sampled_softmax_logq_and_accidental_hits_by_hand(model: BERT4Rec) -> None:

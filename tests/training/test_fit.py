@@ -153,3 +153,25 @@ def test_exported_best_checkpoint_is_the_shipped_bundle(trained, tmp_path: Path)
         exported.model.state_dict().items(), shipped.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_sampled_softmax_trains_with_sparse_item_gradients(tmp_path: Path) -> None:
+    """Through Lightning: row-sparse item-table gradients, their clipping and the lazy AdamW rows."""
+    cfg = tiny_config(
+        tmp_path,
+        planted_rule_log(tmp_path / "log.csv"),
+        **{
+            "loss.kind": "sampled_softmax",
+            "loss.n_negatives": 16,
+            "train.max_epochs": 30,
+            "train.grad_clip": 0.5,
+        },
+    )
+    result = fit(cfg, prepared(cfg), write_bundle=False)
+    model = result.module.model
+    assert model.sparse_item_grad and model.item_embedding.sparse
+    optimizer = result.module.optimizers(use_pl_optimizer=False)
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert float(optimizer.state[model.item_embedding.weight]["step"]) > 0
+    # The planted rule, from 16 negatives out of 40 items (measured: 0.83; dense AdamW 0.87; random 0.11).
+    assert result.best_val[MONITOR] >= 0.6
