@@ -69,7 +69,13 @@ class ExportResult:
 def run(
     cfg: RecsysConfig, *, model: str | Path, out: str | Path, format: ExportFormat = "onnx"
 ) -> ExportResult:
-    """Export the scoring path of ``model`` (bundle directory or ``models:/name/version``) to ``out``."""
+    """Export the scoring path of ``model`` (bundle directory or ``models:/name/version``) to ``out``.
+
+    Args:
+        model: bundle directory or ``models:/name/version``.
+        out: the file to write (``.onnx``).
+        format: the export format; ``onnx`` is the one there is.
+    """
     if format != "onnx":
         raise ValueError(f"unknown export format {format!r}; supported: onnx")
     started = time.perf_counter()
