@@ -160,6 +160,12 @@ def _locked_run(cfg: RecsysConfig, *, resume: bool) -> Iterator[Tracker]:
             yield tracker
 
 
+def _log_data_report(tracker: Tracker, prepared: Path) -> None:
+    for name in ("report.json", "seq_length_hist.png"):
+        if (prepared / name).is_file():
+            tracker.log_artifact(prepared / name, "data")
+
+
 def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
     """Prepare the data (reused when unchanged), train, validate against baselines, log to MLflow.
 
@@ -175,9 +181,7 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
         outcome = prepare(cfg.data)
         dataset = PreparedDataset.load(outcome.path)
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=cfg.data.source.path)
-        for name in ("report.json", "seq_length_hist.png"):
-            if (outcome.path / name).is_file():
-                tracker.log_artifact(outcome.path / name, "data")
+        _log_data_report(tracker, outcome.path)
         logger = tracker.lightning_logger()
         _log.info(
             "training for up to %d epochs on %s users, %s items (%s)",

@@ -5,8 +5,7 @@ has V = n_items + 2 rows. Inputs are LEFT-padded and position ids count back fro
 recent item always sits at position ``max_len - 1`` whatever the padded width of the batch.
 
 Nothing here ever builds a ``[batch, seq_len, V]`` tensor: training scores the masked positions only
-(:meth:`BERT4Rec.hidden_at` + a loss from :mod:`recsys.model.losses`), inference scores the appended
-[MASK] only (:meth:`BERT4Rec.predict_next`).
+(:meth:`BERT4Rec.hidden_at` + a loss), inference the appended [MASK] only (:meth:`BERT4Rec.predict_next`).
 """
 
 from __future__ import annotations
