@@ -111,9 +111,17 @@ class BERT4RecModule(L.LightningModule):
         self._tokens += int((batch.items > 0).sum())
         self._loss_sum += loss.detach().double().cpu()
         self._loss_count += 1
-        # Per-step loss goes to the loggers at the global step; per-epoch values (step = epoch) are
-        # logged once by recsys.training.fit.EpochHistory, so no metric has two x-axes.
-        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        # The per-step loss is for the progress bar only: loggers get per-epoch values (step = epoch) from
+        # recsys.training.fit.EpochHistory, so every logged metric has the same x-axis.
+        self.log(
+            "train_loss_step",
+            loss,
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+            logger=False,
+            batch_size=len(batch),
+        )
         self.log(
             "tokens_per_s", self.epoch_tokens_per_s, on_step=True, on_epoch=False, prog_bar=True, logger=False
         )
