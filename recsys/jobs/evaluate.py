@@ -9,7 +9,9 @@ same :func:`recsys.evaluation.protocol.evaluate`, so their numbers are comparabl
 and the recommendation-popularity table is counted from the same top-k lists. Sampled metrics
 (``eval.sampled_negatives``) are reported as well when asked for, always under ``sampled_*`` names.
 
-Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``) and logged to the MLflow run:
+The MLflow run is linked to the model's training run, which also gets the test metrics
+(:mod:`recsys.tracking.lineage`). Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``)
+and logged to the MLflow run:
 ``metrics.csv`` and ``metrics.json``, the breakdowns by history length and target popularity (csv,
 parquet, png), and the recommendation-popularity table and plot (share of top-k slots per
 catalogue-popularity decile against the share of training interactions in that decile).
@@ -225,6 +227,14 @@ def _log_run(
     tracker.log_artifact(directory, "evaluation")
 
 
+def _link_training_run(tracker: Tracker, bundle: Bundle) -> TrainingRun | None:
+    """Find the run that trained ``bundle`` (any copy of it) and link this run to it."""
+    training = find_training_run(tracker, bundle_sha256(bundle)) if tracker.enabled else None
+    if training is not None:
+        link_evaluation(tracker, training)
+    return training
+
+
 def _describe(tracker: Tracker, result: EvaluateResult, training: TrainingRun | None, run_label: str) -> None:
     model_metrics = result.metrics[MODEL_NAME]
     tracker.set_description(
@@ -269,9 +279,7 @@ def run(
         dataset = PreparedDataset.load(data)
         match = check_compatible(bundle, dataset)
         tracker.set_tags({"model": str(model), "split": split, "fingerprint_match": str(match).lower()})
-        training = find_training_run(tracker, bundle_sha256(bundle)) if tracker.enabled else None
-        if training is not None:
-            link_evaluation(tracker, training)
+        training = _link_training_run(tracker, bundle)
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=dataset.path, context=split)
         apply_threads(cfg.runtime)
 
