@@ -78,7 +78,13 @@ def plan_shots(
         ),
         Shot("mlflow_run", run_url, [run.info.run_name, "Description"]),
     ]
-    peers = [x for x in finished if pipeline is None or x.data.tags.get("pipeline") == pipeline][:compare]
+    parent = run.data.tags.get("mlflow.parentRunId")  # a study's trials compare with each other
+    peers = [
+        x
+        for x in finished
+        if (pipeline is None or x.data.tags.get("pipeline") == pipeline)
+        and x.data.tags.get("mlflow.parentRunId") == parent
+    ][:compare]
     if len(peers) >= 2:
         ids = urllib.parse.quote(json.dumps([x.info.run_id for x in peers]))
         shots.append(
