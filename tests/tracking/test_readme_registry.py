@@ -16,7 +16,7 @@ from recsys.jobs import train
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow  # prepares and trains one epoch on ml-latest-small: about 30 s on two busy cores
+pytestmark = pytest.mark.slow  # prepares ml-latest-small and trains one epoch: about 40 s on 2 busy cores
 
 
 def _snippet() -> str:
