@@ -18,6 +18,7 @@ __all__ = [
     "evaluate_description",
     "headline_metrics",
     "metrics_table",
+    "text_description",
     "train_description",
     "train_summary_metrics",
     "with_test_result",
@@ -153,3 +154,11 @@ def with_test_result(description: str, model_test: Mapping[str, float], evaluate
     head = description.split(f"\n\n{TEST_HEADING}", 1)[0].rstrip()
     shown = ", ".join(f"{k.upper()} {_fmt(model_test[k])}" for k in ("ndcg@10", "hr@10") if k in model_test)
     return f"{head}\n\n{TEST_HEADING} ({evaluate_link}): {shown or 'see the evaluate run'}."
+
+
+def text_description(summary: str, *, preformatted: str | None = None) -> str:
+    """A job's plain-text summary as a description: one line per line (markdown hard breaks), the run's
+    own id left out, and ``preformatted`` (a report table) in a code block after it."""
+    lines = [line for line in summary.splitlines() if line.strip() and not line.startswith("MLflow run")]
+    text = "  \n".join(lines)
+    return text + (f"\n\n```\n{preformatted}\n```" if preformatted else "")

@@ -216,10 +216,20 @@ class Tracker:
         if active is not None:
             active[0].log_figure(active[1], figure, artifact_file)
 
-    def log_output(self, prefix: str, values: Mapping[str, Any], manifest: dict[str, Any]) -> None:
-        """A batch job's numeric results as ``<prefix>.<key>`` metrics and its manifest as an artifact."""
+    def log_output(
+        self,
+        prefix: str,
+        values: Mapping[str, Any],
+        manifest: dict[str, Any],
+        *,
+        description: str | None = None,
+    ) -> None:
+        """A batch job's numeric results as ``<prefix>.<key>`` metrics, its manifest as an artifact and,
+        when given, the run's description (markdown)."""
         self.log_metrics({f"{prefix}.{k}": v for k, v in values.items() if isinstance(v, int | float)})
         self.log_dict(manifest, "manifest.json")
+        if description is not None:
+            self.set_description(description)
 
     def log_input_fingerprint(
         self, fp: str, *, source: str | Path | None = None, context: str = "train"

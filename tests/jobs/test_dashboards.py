@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, Run
 
 from recsys.config import load_config, to_yaml
-from recsys.jobs import evaluate, train
+from recsys.jobs import evaluate, recommend, train
 from recsys.tracking.registry import resolve_model_uri
 from recsys.training.bundle import load_bundle
 from tests.training.helpers import planted_rule_log, tiny_config
@@ -162,6 +162,22 @@ def test_test_metrics_reach_the_training_run_and_its_model(tracked: Tracked) -> 
     model = tracked.client.get_logged_model(tracked.model.model_id)
     on_model = {m.key: m.value for m in model.metrics or []}
     assert on_model["test/ndcg_at_10"] == pytest.approx(ndcg)
+
+
+def test_batch_job_runs_have_a_name_and_a_description(tracked: Tracked) -> None:
+    root = Path(tracked.trained.prepared.path).parent
+    cfg = load_config(root / "tiny.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        done = recommend.run(cfg, model=tracked.trained.fit.bundle_path or "", k=5, out=root / "recs")
+        mlflow.set_tracking_uri(None)
+    assert done.run_id is not None
+    run = tracked.client.get_run(done.run_id)
+    assert run.info.run_name == "recommend tiny.yaml"
+    note = run.data.tags["mlflow.note.content"]
+    assert (
+        note.startswith(f"top-5 for {done.users:,} users -> {done.rows:,} rows") and "MLflow run" not in note
+    )
 
 
 def test_resumed_run_says_so(tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ from recsys.tracking.summary import (
     TrainFacts,
     evaluate_description,
     headline_metrics,
+    text_description,
     train_description,
     train_summary_metrics,
     with_test_result,
@@ -73,3 +74,8 @@ def test_evaluate_description_and_the_test_line_on_the_training_run() -> None:
     assert once.endswith("**Test** ([eval](#/e1)): NDCG@10 0.0500, HR@10 0.1000.")
     twice = with_test_result(once, {"ndcg@10": 0.06}, "[eval 2](#/e2)")
     assert twice.count("**Test**") == 1 and twice.endswith("NDCG@10 0.0600.")
+
+
+def test_text_description_keeps_lines_and_drops_the_run_id() -> None:
+    text = text_description("top-10 for 5 users\n\n2.0 s\nMLflow run: abc", preformatted="| a |")
+    assert text == "top-10 for 5 users  \n2.0 s\n\n```\n| a |\n```"
