@@ -45,12 +45,16 @@ bench: $(STAMP)
 	$(PY) bench/bench_large_catalog.py
 	$(PY) bench/bench_recommend.py
 
-# The MLflow UI on the default local store (http://127.0.0.1:5000); screenshots for the README:
-#   $(PY) scripts/screenshots.py --store $(MLFLOW_URI) --experiment recsys-demo
-
+# The MLflow UI on the default local store, http://127.0.0.1:$(PORT) (`make ui PORT=5001` for another).
+# One worker: the default four kept dying under load on two cores, and one serves a person's browser.
+# No job-queue workers (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false; `mlflow server` has no flag for it):
+# they run GenAI jobs (trace scoring) that this project never submits.
+# Screenshots for the README, from a fresh store: $(PY) scripts/screenshots.py --fresh configs/demo.yaml
+PORT ?= 5000
+UI_WORKERS ?= 1
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --default-artifact-root ./mlartifacts \
-		--host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_URI) \
+		--default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(PORT) --workers $(UI_WORKERS)
 
 # optuna-dashboard on the tuning study storage (installs the `dashboard` extra on first use).
 OPTUNA_STORAGE ?= sqlite:///optuna.db

@@ -1,249 +1,38 @@
-"""Screenshots of the MLflow UI for the README: a run page, its metric charts, and a run comparison.
+"""Screenshots of the MLflow UI for the README: a training run's metric charts and overview, and a run
+comparison when there are several runs.
 
-Starts ``mlflow server`` on loopback against a tracking store (or uses a running server), drives headless
-Chromium over the DevTools protocol on a pipe (no selenium, no websocket package), waits until each page
-shows the text it should, and saves PNGs (default ``docs/img/``), refusing blank ones.
+``--fresh CONFIG`` trains CONFIG into a new, empty store (``recsys train``; ``--set`` overrides pass
+through), so the pictures show what a first-time user sees after ``make demo``: MLflow's default chart
+layout (nothing saved in the browser), sections in MLflow's order. The metric charts' shot is refused
+unless the validation curves are in the first screenful (1400x900).
 
-    python scripts/screenshots.py --store sqlite:///mlruns.db --experiment recsys
+    python scripts/screenshots.py --fresh configs/demo.yaml --set train.max_epochs=20
+    python scripts/screenshots.py --store sqlite:///mlruns.db --experiment recsys-demo
     python scripts/screenshots.py --tracking-uri http://127.0.0.1:5000 --run-id <id>
 
-Needs Debian's ``chromium`` package (``apt-get install -y chromium``).
+Starts ``mlflow server`` on loopback against a tracking store (or uses a running server) and drives
+headless Chromium (``mlflow_browser``). Needs Debian's ``chromium`` package (``apt-get install -y chromium``).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import fcntl
-import io
 import json
-import os
-import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",  # containers and CI run as root, where the sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--mute-audio",
-]
-WIDTH, HEIGHT = 1400, 900
+from mlflow_browser import UI_PRESETS, Browser, CDPError, mlflow_server
 
-# Set before the app's scripts run: MLflow 3.x auto-opens its "Assistant" side panel on localhost and
-# starts in GenAI mode; neither belongs in a picture of a recommender's training runs.
-UI_PRESETS = {
-    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
-    "mlflow.assistant.panelOpen_v1": False,
-    "mlflow.workflowType_v1": "machine_learning",
-}
-
-
-# ------------------------------------------------------------------------------------------ server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@contextmanager
-def mlflow_server(store: str, timeout: float = 120.0) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 and a free port against ``store``; yields its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", "1", "--backend-store-uri", store]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with tempfile.TemporaryFile() as log:
-        # Own process group: stopping it stops the uvicorn worker it forks too, and nothing else.
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + timeout
-            while not healthy(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-3000:]
-                    raise RuntimeError(f"mlflow server did not start on {url}:\n{tail}")
-                time.sleep(0.25)
-            yield url
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-
-
-# ------------------------------------------------------------------------------------------ browser
-class CDPError(RuntimeError):
-    """Chromium answered a DevTools command with an error, or stopped answering."""
-
-
-class Browser:
-    """Headless Chromium driven over ``--remote-debugging-pipe``: JSON messages ending in NUL on fds 3/4.
-
-    A pipe needs no port, no websocket client and no timing games with the DevTools URL on stderr.
-    """
-
-    def __init__(self, chromium: str, profile: Path, timeout: float = 30.0) -> None:
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire_fds() -> None:
-            # In the child: move both ends above 10 first so that placing them on 3 and 4 never
-            # overwrites one with the other, then give Chromium the fd numbers it expects.
-            r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
-            w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
-            os.dup2(r, 3)
-            os.dup2(w, 4)
-
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-        cmd += [f"--window-size={WIDTH},{HEIGHT}", "about:blank"]
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            close_fds=False,
-            preexec_fn=wire_fds,
-            start_new_session=True,
-        )
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._timeout = timeout
-        self._buffer = b""
-        self._next_id = 0
-        self.session: str | None = None
-
-    def send(self, method: str, params: dict[str, Any] | None = None, *, browser: bool = False) -> Any:
-        """Send one command (to the page session unless ``browser``) and return its result."""
-        self._next_id += 1
-        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if self.session is not None and not browser:
-            message["sessionId"] = self.session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + self._timeout
-        while True:
-            reply = self._read(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise CDPError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-
-    def _read(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self._from_chrome], [], [], max(left, 0))
-            if not ready:
-                raise CDPError("Chromium did not answer in time")
-            chunk = os.read(self._from_chrome, 1 << 20)
-            if not chunk:
-                raise CDPError("Chromium closed the DevTools pipe (did it crash?)")
-            self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\0", 1)
-        return dict(json.loads(raw))
-
-    def open_page(self, presets: dict[str, Any]) -> None:
-        """Create a page, attach to it, fix the viewport, and pre-seed localStorage on every load."""
-        target = self.send("Target.createTarget", {"url": "about:blank"}, browser=True)
-        attached = self.send(
-            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, browser=True
-        )
-        self.session = attached["sessionId"]
-        self.send("Page.enable")
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
-        )
-        seed = ";".join(
-            f"localStorage.setItem({json.dumps(k)}, {json.dumps(json.dumps(v))})" for k, v in presets.items()
-        )
-        self.send("Page.addScriptToEvaluateOnNewDocument", {"source": f"try {{ {seed} }} catch (e) {{}}"})
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        return result.get("result", {}).get("value")
-
-    def goto(self, url: str, expect: list[str], timeout: float = 60.0, settle: float = 2.0) -> None:
-        """Load ``url`` and wait until the page text contains every string in ``expect``.
-
-        The UI is a React app: the HTML arrives empty and fills in after API calls, so "loaded" means
-        "shows what it should". ``settle`` gives charts their entry animation.
-        """
-        # Via about:blank: a hash-only change would keep the previous page's text around (and the
-        # check below could pass on it); a fresh load also starts each shot from the same state.
-        self.send("Page.navigate", {"url": "about:blank"})
-        self.send("Page.navigate", {"url": url})
-        needles = json.dumps(expect)
-        check = (
-            "(() => { const t = document.body ? document.body.innerText : '';"
-            f" return {needles}.every(s => t.includes(s)); }})()"
-        )
-        deadline = time.monotonic() + timeout
-        while not self.evaluate(check):
-            if time.monotonic() > deadline:
-                text = self.evaluate("document.body ? document.body.innerText.slice(0, 1500) : ''")
-                raise CDPError(f"{url} never showed {expect}; page text starts:\n{text}")
-            time.sleep(0.5)
-        time.sleep(settle)
-
-    def screenshot(self, path: Path) -> None:
-        data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
-        png = base64.b64decode(data)
-        check_not_blank(png, path)
-        path.write_bytes(png)
-
-    def close(self) -> None:
-        with suppress(CDPError, OSError):  # already gone is fine: we only want it gone
-            self.send("Browser.close", browser=True)
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        os.close(self._to_chrome)
-        os.close(self._from_chrome)
-
-
-def check_not_blank(png: bytes, name: Path | str) -> None:
-    """Refuse a screenshot of an unrendered page: a rendered MLflow page has text, charts and colour."""
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    colours = image.getcolors(maxcolors=1 << 16)
-    n_colours = len(colours) if colours is not None else 1 << 16
-    dominant = max(count for count, _ in colours) / (image.width * image.height) if colours else 0.0
-    if n_colours < 64 or dominant > 0.97:
-        raise RuntimeError(f"{name}: screenshot looks blank ({n_colours} colours, {dominant:.0%} one colour)")
+ROOT = Path(__file__).resolve().parents[1]
+FIRST_SCREEN_CHART = "best_ndcg_at_10"
+"""The validation chart (``val/best_ndcg_at_10``) that must be in the first screenful of the metrics tab."""
 
 
 # ------------------------------------------------------------------------------------------ pages
@@ -252,6 +41,7 @@ class Shot:
     name: str
     url: str
     expect: list[str]
+    in_first_screen: list[str] = field(default_factory=list)
 
 
 def plan_shots(
@@ -274,13 +64,27 @@ def plan_shots(
         run_id = (trains or finished)[0].info.run_id
     run = client.get_run(run_id)
     pipeline = run.data.tags.get("pipeline")
-    metric = sorted(run.data.metrics)[0] if run.data.metrics else "Metrics"
+    # Chart titles drop the section prefix: val/best_ndcg_at_10 is shown as "best_ndcg_at_10".
+    charts = sorted(m.split("/", 1)[-1] for m in run.data.metrics if not m.startswith("system/"))
+    chart = FIRST_SCREEN_CHART if FIRST_SCREEN_CHART in charts else (charts[0] if charts else "Metrics")
     e, r = exp.experiment_id, run_id
+    run_url = f"{base_url}/#/experiments/{e}/runs/{r}"
     shots = [
-        Shot("mlflow_run", f"{base_url}/#/experiments/{e}/runs/{r}", [run.info.run_name, metric]),
-        Shot("mlflow_run_metrics", f"{base_url}/#/experiments/{e}/runs/{r}/model-metrics", [metric]),
+        Shot(
+            "mlflow_run_metrics",
+            f"{run_url}/model-metrics",
+            [run.info.run_name, chart],
+            in_first_screen=[chart] if pipeline == "train" else [],
+        ),
+        Shot("mlflow_run", run_url, [run.info.run_name, "Description"]),
     ]
-    peers = [x for x in finished if pipeline is None or x.data.tags.get("pipeline") == pipeline][:compare]
+    parent = run.data.tags.get("mlflow.parentRunId")  # a study's trials compare with each other
+    peers = [
+        x
+        for x in finished
+        if (pipeline is None or x.data.tags.get("pipeline") == pipeline)
+        and x.data.tags.get("mlflow.parentRunId") == parent
+    ][:compare]
     if len(peers) >= 2:
         ids = urllib.parse.quote(json.dumps([x.info.run_id for x in peers]))
         shots.append(
@@ -288,13 +92,6 @@ def plan_shots(
                 "mlflow_compare",
                 f"{base_url}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([e]))}",
                 [f"Comparing {len(peers)} Runs"],
-            )
-        )
-        shots.append(
-            Shot(
-                "mlflow_experiment_charts",
-                f"{base_url}/#/experiments/{e}/runs?compareRunsMode=CHART",
-                [metric, peers[0].info.run_name],
             )
         )
     else:
@@ -305,11 +102,14 @@ def plan_shots(
 def take(shots: list[Shot], out: Path, chromium: str, on_saved: Callable[[Path], None]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recsys-chromium-") as profile:
-        browser = Browser(chromium, Path(profile))
+        browser = Browser(chromium, Path(profile))  # a new profile: no chart layout saved from before
         try:
             browser.open_page(UI_PRESETS)
             for shot in shots:
-                browser.goto(shot.url, shot.expect)
+                browser.goto(shot.url, shot.expect, settle=4.0)
+                hidden = [t for t in shot.in_first_screen if not browser.in_first_screenful(t)]
+                if hidden:
+                    raise CDPError(f"{shot.url}: {hidden} not in the first screenful")
                 path = out / f"{shot.name}.png"
                 browser.screenshot(path)
                 on_saved(path)
@@ -317,13 +117,37 @@ def take(shots: list[Shot], out: Path, chromium: str, on_saved: Callable[[Path],
             browser.close()
 
 
+# ------------------------------------------------------------------------------------------ a fresh store
+@contextmanager
+def fresh_store(config: Path, sets: list[str]) -> Iterator[tuple[str, str]]:
+    """Train ``config`` into a new SQLite store in a temporary folder; yields (store URI, experiment)."""
+    from recsys.config import load_config
+
+    experiment = load_config(config, sets).tracking.experiment
+    with tempfile.TemporaryDirectory(prefix="recsys-screenshots-") as tmp:
+        store = f"sqlite:///{Path(tmp) / 'mlruns.db'}"
+        isolated = [
+            f"tracking.tracking_uri={store}",
+            f"train.output_dir={Path(tmp) / 'run'}",
+            f"data.output_dir={Path(tmp) / 'prepared'}",
+        ]
+        cmd = [sys.executable, "-m", "recsys", "train", "--config", str(config.resolve())]
+        for item in [*isolated, *sets]:
+            cmd += ["--set", item]
+        print("training:", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        yield store, experiment
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group()
+    where.add_argument("--fresh", type=Path, help="train this config into a new store, then shoot it")
     where.add_argument(
         "--store", default="sqlite:///mlruns.db", help="backend store to serve (default %(default)s)"
     )
     where.add_argument("--tracking-uri", help="use this running MLflow server instead of starting one")
+    parser.add_argument("--set", action="append", default=[], help="with --fresh: a config override")
     parser.add_argument("--experiment", default="recsys", help="experiment to show (default %(default)s)")
     parser.add_argument("--run-id", help="run for the run pages (default: latest finished train run)")
     parser.add_argument("--compare", type=int, default=4, help="runs on the comparison page (default 4)")
@@ -336,22 +160,23 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.chromium).exists():
         parser.error(f"chromium not found at {args.chromium} (Debian: apt-get install -y chromium)")
 
-    def saved(path: Path) -> None:
-        print(path)
+    def shoot(tracking_uri: str, base: str, experiment: str) -> None:
+        shots = plan_shots(tracking_uri, base, experiment, args.run_id, args.compare)
+        take(shots, args.out, args.chromium, lambda path: print(path))
 
     if args.tracking_uri:
         base = args.tracking_uri.rstrip("/")
-        take(
-            plan_shots(base, base, args.experiment, args.run_id, args.compare), args.out, args.chromium, saved
-        )
+        shoot(base, base, args.experiment)
+        return 0
+    if args.fresh:
+        with fresh_store(args.fresh, args.set) as (store, experiment), mlflow_server(store) as base:
+            shoot(base, base, experiment)
         return 0
     store = args.store
     if store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
         store = f"sqlite:///{Path(store[len('sqlite:///') :]).resolve()}"  # the server runs elsewhere
     with mlflow_server(store) as base:
-        take(
-            plan_shots(base, base, args.experiment, args.run_id, args.compare), args.out, args.chromium, saved
-        )
+        shoot(base, base, args.experiment)
     return 0
 
 

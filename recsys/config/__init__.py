@@ -7,7 +7,22 @@ config). YAML files under ``configs/`` mirror these classes one to one.
 """
 
 from recsys.config import sections as _sections
-from recsys.config.loading import apply_overrides, flatten, load_config, to_yaml, validate_config
+from recsys.config.loading import (
+    apply_overrides,
+    config_file,
+    flatten,
+    load_config,
+    to_yaml,
+    validate_config,
+)
 from recsys.config.sections import *  # noqa: F403  (exactly sections.__all__, listed once there)
 
-__all__ = [*_sections.__all__, "apply_overrides", "flatten", "load_config", "to_yaml", "validate_config"]
+__all__ = [
+    *_sections.__all__,
+    "apply_overrides",
+    "config_file",
+    "flatten",
+    "load_config",
+    "to_yaml",
+    "validate_config",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ from pydantic import BaseModel, ValidationError
 
 from recsys.config.sections import ConfigError, RecsysConfig
 
-__all__ = ["apply_overrides", "flatten", "load_config", "to_yaml", "validate_config"]
+__all__ = ["apply_overrides", "config_file", "flatten", "load_config", "to_yaml", "validate_config"]
+
+# id(config) -> the YAML file it was loaded from. Not a field (it would become a logged param and change
+# equality) and not a pydantic private attribute (those take part in ``==`` too); dropped with the config.
+_FILES: dict[int, Path] = {}
 
 
 def _parse_scalar(text: str) -> Any:
@@ -122,7 +127,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         raw = apply_overrides(raw, overrides)
         origin += " + --set overrides"
-    return validate_config(raw, origin)
+    cfg = validate_config(raw, origin)
+    if path is not None:
+        _FILES[id(cfg)] = Path(path)
+        weakref.finalize(cfg, _FILES.pop, id(cfg), None)
+    return cfg
 
 
 def validate_config(raw: dict[str, Any], origin: str = "a dict") -> RecsysConfig:
@@ -131,6 +140,14 @@ def validate_config(raw: dict[str, Any], origin: str = "a dict") -> RecsysConfig
         return RecsysConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin)) from None
+
+
+def config_file(cfg: RecsysConfig) -> Path | None:
+    """The YAML file ``cfg`` was loaded from by :func:`load_config` (None for defaults or a built config).
+
+    Run names say which config a run used (``train demo.yaml``); copies of a config do not carry it.
+    """
+    return _FILES.get(id(cfg))
 
 
 def flatten(cfg: BaseModel, sep: str = ".") -> dict[str, Any]:

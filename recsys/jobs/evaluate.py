@@ -9,7 +9,9 @@ same :func:`recsys.evaluation.protocol.evaluate`, so their numbers are comparabl
 and the recommendation-popularity table is counted from the same top-k lists. Sampled metrics
 (``eval.sampled_negatives``) are reported as well when asked for, always under ``sampled_*`` names.
 
-Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``) and logged to the MLflow run:
+The MLflow run is linked to the model's training run, which also gets the test metrics
+(:mod:`recsys.tracking.lineage`). Written to ``--out`` (default ``<train.output_dir>/evaluation/<split>/``)
+and logged to the MLflow run:
 ``metrics.csv`` and ``metrics.json``, the breakdowns by history length and target popularity (csv,
 parquet, png), and the recommendation-popularity table and plot (share of top-k slots per
 catalogue-popularity decile against the share of training interactions in that decile).
@@ -39,18 +41,20 @@ from recsys.evaluation.protocol import EvalResult, Sampling, Scorer, evaluate
 from recsys.inference.recommender import Recommender
 from recsys.io import atomic_dir
 from recsys.jobs.results import result_json
+from recsys.tracking.lineage import TrainingRun, find_training_run, link_evaluation, log_test_on_training_run
 from recsys.tracking.loading import load_model
-from recsys.tracking.names import dataset_name
+from recsys.tracking.names import TEST, VAL, dataset_name, run_name, section_metric
 from recsys.tracking.run import tracked_run
+from recsys.tracking.summary import evaluate_description, headline_metrics
 from recsys.tracking.tracker import Tracker
-from recsys.training.bundle import Bundle, check_compatible
+from recsys.training.bundle import Bundle, bundle_sha256, check_compatible
 from recsys.training.datamodule import training_data
 from recsys.training.runtime import apply_threads, resolve_device
 
 __all__ = ["MODEL_NAME", "EvaluateResult", "run"]
 
 MODEL_NAME = "bert4rec"
-"""The model's name in metric keys (``test.bert4rec.ndcg_at_10``) and tables; baselines follow it."""
+"""The model's name in tables (its metrics are ``test/ndcg_at_10``...); baselines follow it."""
 Split = Literal["test", "validation"]
 
 _log = logging.getLogger("recsys.evaluate")
@@ -204,12 +208,47 @@ def _score_all(
     }
 
 
-def _log_run(tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path) -> None:
+def _log_run(
+    tracker: Tracker, split: str, results: Mapping[str, EvalResult], directory: Path, ks: list[int]
+) -> None:
+    """Headline metrics as charts (the model's in ``test/``, each baseline's in ``test.<name>/``), every
+    table and plot as artifacts (``evaluation/metrics.csv`` holds all of them)."""
     if tracker.enabled:
         _log.info("logging metrics and artifacts to MLflow run %s", tracker.run_id)
+    section = TEST if split == "test" else VAL
     for name, result in results.items():
-        tracker.log_metrics({f"{split}.{name}.{metric}": value for metric, value in result.metrics.items()})
+        if name == MODEL_NAME:
+            shown = headline_metrics(result.metrics, ks)
+            tracker.log_metrics({section_metric(section, m): v for m, v in shown.items()})
+        else:
+            shown = headline_metrics(result.metrics, [10 if 10 in ks else max(ks)])
+            shown = {m: v for m, v in shown.items() if m.startswith(("ndcg", "hr"))}
+            tracker.log_metrics({section_metric(f"{section}.{name}", m): v for m, v in shown.items()})
     tracker.log_artifact(directory, "evaluation")
+
+
+def _link_training_run(tracker: Tracker, bundle: Bundle) -> TrainingRun | None:
+    """Find the run that trained ``bundle`` (any copy of it) and link this run to it."""
+    training = find_training_run(tracker, bundle_sha256(bundle)) if tracker.enabled else None
+    if training is not None:
+        link_evaluation(tracker, training)
+    return training
+
+
+def _describe(tracker: Tracker, result: EvaluateResult, training: TrainingRun | None, run_label: str) -> None:
+    model_metrics = result.metrics[MODEL_NAME]
+    tracker.set_description(
+        evaluate_description(
+            result.split,
+            result.metrics,
+            result.ks,
+            users=result.users,
+            model=result.model,
+            training_link=training.link if training is not None else None,
+        )
+    )
+    if training is not None and result.split == "test":
+        log_test_on_training_run(tracker, training, headline_metrics(model_metrics, result.ks), run_label)
 
 
 def run(
@@ -233,12 +272,14 @@ def run(
     if split not in ("test", "validation"):
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     started = time.perf_counter()
-    with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg)) as tracker:
+    label = run_name("evaluate", cfg, detail=split)
+    with tracked_run(cfg, "evaluate", dataset=dataset_name(cfg), run_name=label) as tracker:
         _log.info("loading the model %s and the prepared dataset %s", model, data)
         bundle = load_model(model, cfg.tracking)
         dataset = PreparedDataset.load(data)
         match = check_compatible(bundle, dataset)
         tracker.set_tags({"model": str(model), "split": split, "fingerprint_match": str(match).lower()})
+        training = _link_training_run(tracker, bundle)
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=dataset.path, context=split)
         apply_threads(cfg.runtime)
 
@@ -252,7 +293,7 @@ def run(
         target = Path(out) if out is not None else Path(cfg.train.output_dir) / "evaluation" / split
         _log.info("writing metrics, breakdowns (history length, target popularity) and plots to %s", target)
         written = _save(target, results, popularity, cfg, k_plot)
-        _log_run(tracker, split, results, target)
+        _log_run(tracker, split, results, target, cfg.eval.ks)
         result = EvaluateResult(
             run_id=tracker.run_id,
             split=split,
@@ -267,5 +308,6 @@ def run(
             artifacts=[p.name for p in written],
             seconds=time.perf_counter() - started,
         )
-        tracker.log_metrics({f"{split}.users": result.users, f"{split}.seconds": result.seconds})
+        tracker.log_metrics({"users": result.users, "seconds": result.seconds})
+        _describe(tracker, result, training, label)
         return result

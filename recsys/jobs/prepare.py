@@ -66,6 +66,7 @@ def run(cfg: RecsysConfig, *, force: bool = False) -> PrepareResult:
     """
     from recsys.tracking.names import dataset_name
     from recsys.tracking.run import tracked_run
+    from recsys.tracking.summary import text_description
 
     started = time.perf_counter()
     with tracked_run(cfg, "prepare", dataset=dataset_name(cfg)) as tracker:
@@ -84,4 +85,7 @@ def run(cfg: RecsysConfig, *, force: bool = False) -> PrepareResult:
         for name in ("report.json", "report.txt", "seq_length_hist.png", "manifest.json"):
             if (outcome.path / name).is_file():
                 tracker.log_artifact(outcome.path / name, "data")
+        state = "reused (input and config unchanged)" if outcome.reused else "written"
+        headline = f"Prepared dataset {state}: {outcome.path} ({result.elapsed_s:.2f} s)"
+        tracker.set_description(text_description(headline, preformatted=result.table()))
     return result

@@ -26,6 +26,7 @@ from recsys.jobs.results import OutputResult
 from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
+from recsys.tracking.summary import text_description
 from recsys.training.bundle import Bundle, bundle_sha256
 from recsys.training.runtime import apply_threads, resolve_device
 
@@ -123,7 +124,9 @@ def run(
             manifest=manifest,
         )
         result = _result(tracker.run_id, out, k, request, written, started=started, begun=begun)
-        tracker.log_output("recommend", result.to_json(), dict(written))
+        tracker.log_output(
+            "recommend", result.to_json(), dict(written), description=text_description(result.summary())
+        )
         return result
 
 

@@ -18,6 +18,7 @@ from recsys.jobs.results import OutputResult
 from recsys.tracking.loading import load_model
 from recsys.tracking.names import dataset_name
 from recsys.tracking.run import tracked_run
+from recsys.tracking.summary import text_description
 from recsys.training.bundle import Bundle, bundle_sha256
 from recsys.training.runtime import apply_threads, resolve_device
 
@@ -94,5 +95,7 @@ def run(cfg: RecsysConfig, *, model: str | Path, k: int | None = None, out: str 
             seconds=time.perf_counter() - started,
             manifest=written,
         )
-        tracker.log_output("similar_items", result.to_json(), dict(written))
+        tracker.log_output(
+            "similar_items", result.to_json(), dict(written), description=text_description(result.summary())
+        )
         return result

@@ -17,10 +17,11 @@ from recsys.evaluation.baselines import fit_baselines
 from recsys.evaluation.protocol import evaluate
 from recsys.inference.recommender import Recommender
 from recsys.tracking.curves import log_learning_curve
-from recsys.tracking.names import dataset_name
+from recsys.tracking.names import dataset_name, logged_model_name, run_name
 from recsys.tracking.pyfunc import log_pyfunc_model
 from recsys.tracking.resume import RunRecord, recorded_run_id
 from recsys.tracking.run import tracked_run
+from recsys.tracking.summary import TrainFacts, train_description, train_summary_metrics
 from recsys.tracking.tracker import Tracker
 from recsys.training.datamodule import TrainingData
 from recsys.training.fit import FitResult, fit
@@ -125,22 +126,56 @@ def _model_validation(cfg: RecsysConfig, dataset: PreparedDataset, fitted: FitRe
     return result.metrics
 
 
-def _log_results(tracker: Tracker, result: TrainResult) -> None:
+def _facts(cfg: RecsysConfig, result: TrainResult, *, resumed: bool = False) -> TrainFacts:
+    f = result.fit
+    registered = cfg.tracking.registered_model
+    return TrainFacts(
+        dataset=dataset_name(cfg),
+        model_val=result.model_val,
+        baselines=result.baselines,
+        best_epoch=f.best_epoch or None,
+        epochs=f.epochs,
+        max_epochs=f.config.train.max_epochs or f.epochs,  # as trained: a time budget may have set it
+        seconds=f.seconds,
+        stopped_early=f.stopped_early,
+        precision=f.precision,
+        resumed=resumed,
+        model_name=result.model_uri,
+        registered=f"models:/{registered}/{result.registered_version}" if result.registered_version else None,
+    )
+
+
+def _log_results(tracker: Tracker, cfg: RecsysConfig, result: TrainResult) -> None:
+    """A few summary metrics, the learning curve against the baselines, the tables as artifacts."""
     if tracker.enabled:
         _log.info(
             "logging validation metrics, baselines and the learning curve to MLflow run %s", tracker.run_id
         )
-    for name, metrics in {"bert4rec": result.model_val, **result.baselines}.items():
-        tracker.log_metrics({f"val.{name}.{k}": v for k, v in metrics.items()})
-    tracker.log_metrics(
-        {
-            "best_epoch": result.fit.best_epoch,
-            "epochs": result.fit.epochs,
-            "train_seconds": result.fit.seconds,
-        }
-    )
-    log_learning_curve(tracker, result.fit.history)
+    tracker.log_metrics(train_summary_metrics(_facts(cfg, result)))
+    log_learning_curve(tracker, result.fit.history, baselines=result.baselines)
     tracker.log_dict({"history": result.fit.history}, "history.json")
+    tracker.log_dict({"bert4rec": result.model_val, **result.baselines}, "validation.json")
+
+
+def _log_model(tracker: Tracker, cfg: RecsysConfig, dataset: PreparedDataset, result: TrainResult) -> None:
+    """The bundle inside a pyfunc model named ``bert4rec-<dataset>``, registered when configured; its
+    page shows the best epoch's metrics."""
+    if result.fit.bundle_path is None or not tracker.enabled:
+        return
+    registered = cfg.tracking.registered_model
+    _log.info("logging the model to MLflow%s", f" and registering it as {registered!r}" if registered else "")
+    info = log_pyfunc_model(
+        tracker,
+        result.fit.bundle_path,
+        dataset,
+        registered_model_name=cfg.tracking.registered_model,
+        name=logged_model_name(dataset_name(cfg)),
+        step=result.fit.best_epoch,
+    )
+    if info is not None:
+        result.model_uri = info.model_uri
+        version = getattr(info, "registered_model_version", None)
+        result.registered_version = str(version) if version is not None else None
 
 
 @contextmanager
@@ -156,7 +191,10 @@ def _locked_run(cfg: RecsysConfig, *, resume: bool) -> Iterator[Tracker]:
             last = Path(cfg.train.output_dir) / "checkpoints" / "last.ckpt"
             check_resume(cfg, last)  # the data fingerprint is compared by fit, once the data is ready
             previous = recorded_run_id(last)
-        with tracked_run(cfg, "train", dataset=dataset_name(cfg), resume_run_id=previous) as tracker:
+        name = run_name("train", cfg, detail="resumed" if resume else None)
+        with tracked_run(
+            cfg, "train", dataset=dataset_name(cfg), run_name=name, resume_run_id=previous
+        ) as tracker:
             yield tracker
 
 
@@ -192,7 +230,13 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
         )
         # Every checkpoint records the run that wrote it, so that --resume continues that run.
         record = [RunRecord(tracker.run_id)] if tracker.run_id else []
-        fitted = fit(cfg, dataset, resume=resume, loggers=[logger] if logger else [], callbacks=record)
+        fitted = fit(
+            cfg,
+            dataset,
+            resume=resume,
+            loggers=[logger] if logger else [],
+            callbacks=[*record, *tracker.lightning_callbacks()],
+        )
         # runtime.precision is logged as configured (auto); this is what it resolved to on this machine.
         tracker.log_params({"precision": fitted.precision})
         # Values set from the data or the time budget (the config's `auto`/null stay logged as given).
@@ -209,19 +253,7 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
             model_val=_model_validation(fitted.config, dataset, fitted),
             baselines=validation_baselines(dataset, fitted.data),
         )
-        _log_results(tracker, result)
-        if fitted.bundle_path is not None and tracker.enabled:
-            registered = cfg.tracking.registered_model
-            _log.info(
-                "logging the model to MLflow%s",
-                f" and registering it as {registered!r}" if registered else "",
-            )
-            # The bundle travels inside the pyfunc model (artifact "model"), registered when configured.
-            info = log_pyfunc_model(
-                tracker, fitted.bundle_path, dataset, registered_model_name=cfg.tracking.registered_model
-            )
-            if info is not None:
-                result.model_uri = info.model_uri
-                version = getattr(info, "registered_model_version", None)
-                result.registered_version = str(version) if version is not None else None
+        _log_results(tracker, cfg, result)
+        _log_model(tracker, cfg, dataset, result)
+        tracker.set_description(train_description(_facts(cfg, result, resumed=resume)))
         return result

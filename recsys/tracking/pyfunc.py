@@ -39,8 +39,9 @@ from recsys.data.prepared import PreparedDataset
 from recsys.inference.ids import ITEM_ID, RANK, SCORE, TIMESTAMP_ID, USER_ID
 from recsys.inference.known import write_known_histories
 from recsys.inference.recommender import Recommender
+from recsys.tracking.names import BUNDLE_TAG
 from recsys.tracking.tracker import Tracker
-from recsys.training.bundle import BundleError, load_bundle
+from recsys.training.bundle import BundleError, bundle_sha256, load_bundle
 
 __all__ = [
     "BUNDLE_ARTIFACT",
@@ -54,7 +55,9 @@ __all__ = [
 ]
 
 MODEL_NAME: Final = "model"
-"""Name of the logged model in the run (``runs:/<run_id>/model``)."""
+"""Default name of a logged model; ``recsys train`` names it ``bert4rec-<dataset>``
+(``recsys.tracking.names.logged_model_name``). recsys resolves ``runs:/<run_id>/model`` to the run's newest
+model whatever its name (``recsys.tracking.registry``)."""
 BUNDLE_ARTIFACT: Final = "bundle"
 """Key of the bundle directory in ``context.artifacts`` (and in the MLmodel file)."""
 HISTORIES_ARTIFACT: Final = "histories"
@@ -210,8 +213,11 @@ def log_pyfunc_model(
     dataset: PreparedDataset,
     *,
     registered_model_name: str | None = None,
+    name: str = MODEL_NAME,
+    step: int = 0,
+    tags: dict[str, str] | None = None,
 ) -> ModelInfo | None:
-    """Log the bundle as pyfunc model ``model`` in a run and optionally register a new version.
+    """Log the bundle as pyfunc model ``name`` in a run and optionally register a new version.
 
     Args:
         tracker_or_run_id: the training run's ``Tracker`` (a disabled one logs nothing and returns None),
@@ -220,6 +226,10 @@ def log_pyfunc_model(
         dataset: the prepared dataset the bundle was trained on (its vocabularies must match the bundle's);
             all its events become the known users' histories.
         registered_model_name: register the logged model as a new version of this registered model.
+        name: the logged model's name (shown in the UI; no '/', ':', '.', '%' or quotes).
+        step: the run's metrics at this step become the model's (MLflow copies them): the best epoch's
+            validation values rather than step 0's.
+        tags: tags of the logged model (it is always tagged ``recsys.bundle_sha256``, as is the run).
 
     Returns:
         MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``, ...), or None when disabled.
@@ -236,6 +246,8 @@ def log_pyfunc_model(
         run_id = tracker_or_run_id
 
     bundle = load_bundle(bundle_path)  # verifies checksums before anything is uploaded
+    # Lets `recsys evaluate` find the run (and model) of any copy of this bundle.
+    tags = {BUNDLE_TAG: bundle_sha256(bundle), **(tags or {})}
     if bundle.users != dataset.users or bundle.items != dataset.items:
         raise BundleError(
             f"{bundle_path}: its vocabularies differ from the prepared dataset {dataset.path}; log the model "
@@ -248,7 +260,8 @@ def log_pyfunc_model(
         code = Path(tmp) / "recsys_model.py"
         code.write_text(_MODEL_CODE, encoding="utf-8")
         kwargs: dict[str, Any] = {
-            "name": MODEL_NAME,
+            "name": name,
+            "step": step,
             "python_model": str(code),
             "artifacts": {BUNDLE_ARTIFACT: str(bundle.path), HISTORIES_ARTIFACT: str(histories)},
             "signature": model_signature(dataset),
@@ -258,19 +271,22 @@ def log_pyfunc_model(
             "registered_model_name": registered_model_name,
             "metadata": {"recsys.bundle_fingerprint": bundle.fingerprint, "recsys.n_items": bundle.n_items},
         }
-        return _log_model(run_id, kwargs)
+        mlflow.MlflowClient().set_tag(run_id, BUNDLE_TAG, tags[BUNDLE_TAG])
+        return _log_model(run_id, kwargs, tags)
 
 
-def _log_model(run_id: str, kwargs: dict[str, Any]) -> ModelInfo:
-    """``mlflow.pyfunc.log_model(**kwargs)`` into run ``run_id``, active or not."""
+def _log_model(run_id: str, kwargs: dict[str, Any], tags: dict[str, str]) -> ModelInfo:
+    """``mlflow.pyfunc.log_model(**kwargs)`` into run ``run_id``, active or not, tagged ``tags``."""
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
-        return mlflow.pyfunc.log_model(**kwargs)
+        return mlflow.pyfunc.log_model(**kwargs, tags=tags)
     # Not the active run (logging later, or from another thread): mlflow.pyfunc.log_model has no run
     # argument, and Model.log, which it wraps, would file the model under the *current* experiment
     # (Default). So create the logged model in the run's experiment first, then fill it.
     experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    model = mlflow.initialize_logged_model(MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id)
+    model = mlflow.initialize_logged_model(
+        kwargs["name"], source_run_id=run_id, experiment_id=experiment_id, tags=tags
+    )
     return Model.log(
         artifact_path=None, flavor=mlflow.pyfunc, run_id=run_id, model_id=model.model_id, **kwargs
     )

@@ -27,14 +27,14 @@ from typing import Any, Final
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import LoggedModel
+from mlflow.entities import LoggedModel, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import is_tracking_uri_set
 
 from recsys.config import TrackingConfig
 from recsys.io import create_staging, discard, publish
-from recsys.tracking.pyfunc import BUNDLE_ARTIFACT, HISTORIES_ARTIFACT
+from recsys.tracking.pyfunc import BUNDLE_ARTIFACT, HISTORIES_ARTIFACT, MODEL_NAME
 from recsys.tracking.store import check_reachable, resolve_tracking_uri
 from recsys.training.bundle import MANIFEST, BundleError
 
@@ -192,25 +192,40 @@ def _locate(uri: str, client: MlflowClient, root: Path, registry: str) -> tuple[
 
 def _run_artifact_location(client: MlflowClient, run_id: str, path: str) -> str:
     """Where ``runs:/<run_id>/<path>`` lives: the run's newest logged model named ``path`` (MLflow 3 keeps
-    model artifacts outside the run), else the run's own artifact ``path`` (the plain ``bundle`` one)."""
+    model artifacts outside the run), else the run's own artifact ``path`` (the plain ``bundle`` one).
+
+    ``runs:/<run_id>/model`` also finds the run's newest model of another name: ``recsys train`` names
+    it ``bert4rec-<dataset>``, and ``model`` is the name these URIs have always used.
+    """
     run = client.get_run(run_id)
+    if "'" not in path:  # a quote cannot be part of a model name filter
+        newest = _newest_model(client, run, f"name = '{path}'")
+        if newest is None and path == MODEL_NAME:
+            newest = _newest_model(client, run, None)
+        if newest is not None:
+            return str(newest.artifact_location)
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}"
+
+
+def _newest_model(client: MlflowClient, run: Run, filter_string: str | None) -> LoggedModel | None:
+    """The newest logged model of ``run`` matching ``filter_string`` (None: any), or None."""
     newest: LoggedModel | None = None
     token: str | None = None
-    while "'" not in path:  # a quote cannot be part of a model name filter
+    while True:
         page = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"name = '{path}'", page_token=token
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'"
+            + (f" AND {filter_string}" if filter_string else ""),
+            page_token=token,
         )
         for model in page:
-            if model.source_run_id == run_id and (
+            if model.source_run_id == run.info.run_id and (
                 newest is None or model.creation_timestamp > newest.creation_timestamp
             ):
                 newest = model
         token = page.token
         if not token:
-            break
-    if newest is not None:
-        return str(newest.artifact_location)
-    return f"{run.info.artifact_uri.rstrip('/')}/{path}"
+            return newest
 
 
 def _cached_download(

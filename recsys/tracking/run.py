@@ -16,13 +16,13 @@ import subprocess
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import recsys
 from recsys.config import RecsysConfig, flatten, to_yaml
+from recsys.tracking.names import run_name as default_run_name
 from recsys.tracking.tracker import Tracker
 
 if TYPE_CHECKING:
@@ -181,12 +181,13 @@ def _open(
     if dataset is not None:
         tags["dataset"] = dataset
     if run_name is None:
-        run_name = "-".join(
-            [pipeline, *([dataset] if dataset else []), datetime.now().strftime("%Y%m%d-%H%M%S")]
-        )
+        run_name = default_run_name(pipeline, cfg)
     previous = _resumable(client, resume_run_id, experiment_id) if resume_run_id else None
     if previous is not None:
-        run = mlflow.start_run(run_id=previous.info.run_id, tags={**tags, "resumed": "true"})
+        # The continued run takes the new name too: ``train demo.yaml (resumed)``.
+        run = mlflow.start_run(
+            run_id=previous.info.run_id, run_name=run_name, tags={**tags, "resumed": "true"}
+        )
     else:
         run = mlflow.start_run(
             experiment_id=experiment_id,
@@ -229,7 +230,8 @@ def tracked_run(
         cfg: the resolved configuration; ``cfg.tracking`` says where and whether to track.
         pipeline: the job's name (``train``, ``evaluate``, ``tune``...), tagged ``pipeline``.
         dataset: a short dataset name (tagged ``dataset``), or None.
-        run_name: shown in the UI; default ``<pipeline>-<dataset>-<YYYYmmdd-HHMMSS>``.
+        run_name: shown in the UI; default ``<pipeline> <config file>`` (``train demo.yaml``; the dataset
+            when the config came from no file), see ``recsys.tracking.names.run_name``.
         nested: start under the currently active run (the fluent MLflow stack of this thread).
         parent_run_id: start under this run; use it from worker threads or processes, where the parent
             is not on the local MLflow stack (Optuna ``n_jobs > 1``).

@@ -18,9 +18,13 @@ from recsys.tracking.names import metric_name
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
+    from pytorch_lightning.callbacks import Callback
     from pytorch_lightning.loggers import MLFlowLogger
 
-__all__ = ["Tracker"]
+__all__ = ["NOTE_TAG", "Tracker"]
+
+NOTE_TAG = "mlflow.note.content"
+"""The tag the MLflow UI shows as a run's description (markdown)."""
 
 # MLflow's own limits (mlflow.utils.validation); exceeding them fails the whole batch request.
 _MAX_PARAM_VALUE = 6000
@@ -81,6 +85,11 @@ class Tracker:
         return self._client is not None
 
     @property
+    def client(self) -> MlflowClient | None:
+        """The MLflow client of the run's store; None when tracking is disabled."""
+        return self._client
+
+    @property
     def run_id(self) -> str | None:
         """The MLflow run id; None when tracking is disabled."""
         return self._run_id
@@ -107,8 +116,14 @@ class Tracker:
             return None
         return self._client, self._run_id
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (tensors and numpy scalars are converted), optionally at a step."""
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, *, model_id: str | None = None
+    ) -> None:
+        """Log numeric metrics (tensors and numpy scalars are converted), optionally at a step.
+
+        With ``model_id`` (an MLflow 3 logged model of this run) they are also the model's metrics, shown
+        on its page.
+        """
         active = self._active()
         if active is None or not metrics:
             return
@@ -116,7 +131,9 @@ class Tracker:
 
         client, run_id = active
         now = int(time.time() * 1000)
-        entries = [Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items()]
+        entries = [
+            Metric(metric_name(k), float(v), now, step or 0, model_id=model_id) for k, v in metrics.items()
+        ]
         for chunk in _chunks(entries, _MAX_METRICS_PER_BATCH):
             client.log_batch(run_id, metrics=chunk)
 
@@ -163,6 +180,10 @@ class Tracker:
         for chunk in _chunks(entries, _MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(run_id, tags=chunk)
 
+    def set_description(self, markdown: str) -> None:
+        """The run's description (the ``mlflow.note.content`` tag), shown at the top of its page."""
+        self.set_tags({NOTE_TAG: markdown})
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file, or a folder's contents, under ``artifact_path`` in the run."""
         active = self._active()
@@ -195,10 +216,20 @@ class Tracker:
         if active is not None:
             active[0].log_figure(active[1], figure, artifact_file)
 
-    def log_output(self, prefix: str, values: Mapping[str, Any], manifest: dict[str, Any]) -> None:
-        """A batch job's numeric results as ``<prefix>.<key>`` metrics and its manifest as an artifact."""
+    def log_output(
+        self,
+        prefix: str,
+        values: Mapping[str, Any],
+        manifest: dict[str, Any],
+        *,
+        description: str | None = None,
+    ) -> None:
+        """A batch job's numeric results as ``<prefix>.<key>`` metrics, its manifest as an artifact and,
+        when given, the run's description (markdown)."""
         self.log_metrics({f"{prefix}.{k}": v for k, v in values.items() if isinstance(v, int | float)})
         self.log_dict(manifest, "manifest.json")
+        if description is not None:
+            self.set_description(description)
 
     def log_input_fingerprint(
         self, fp: str, *, source: str | Path | None = None, context: str = "train"
@@ -236,7 +267,8 @@ class Tracker:
         Pass it straight to ``Trainer(logger=...)``. Unlike a plain ``MLFlowLogger`` it leaves the run
         open when ``fit`` ends (the run belongs to ``tracked_run``), skips ``log_hyperparams`` (the full
         config is already logged as params; module hparams would repeat it under other names and clash on
-        a resumed run) and spells metric names with ``metric_name`` instead of dropping the '@'.
+        a resumed run) and names metrics by section (``train/loss``, ``val/ndcg_at_10``; see
+        ``recsys.tracking.names``).
         """
         if self._client is None or self._run_id is None:
             return False
@@ -248,3 +280,12 @@ class Tracker:
             run_id=self._run_id,
             log_model=False,
         )
+
+    def lightning_callbacks(self) -> list[Callback]:
+        """Callbacks that log into this run beside the logger (``val/best_ndcg_at_10``, ``system/*``, per
+        epoch; see ``recsys.tracking.epoch_metrics``); none when disabled."""
+        if not self.enabled:
+            return []
+        from recsys.tracking.epoch_metrics import BestSoFar, SystemMetrics  # Lightning: only when tracking
+
+        return [BestSoFar(), SystemMetrics()]

@@ -177,7 +177,7 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> float:
             cfg,
             "tune",
             dataset=ctx.dataset_label,
-            run_name=f"{ctx.tune.study.name}-trial-{trial.number}",
+            run_name=f"{ctx.tune.study.name} trial {trial.number}",
             parent_run_id=ctx.parent.run_id,
         ) as tracker:
             tracker.set_tags(
@@ -204,12 +204,17 @@ def objective(trial: optuna.Trial, ctx: TrialContext) -> float:
 def _train_trial(
     trial: optuna.Trial, ctx: TrialContext, cfg: RecsysConfig, tracker: Tracker, record: dict[str, Any]
 ) -> None:
-    """``fit`` the trial's config with pruning, and fill ``record`` (value, state) and the run's tags."""
+    """``fit`` the trial's config with pruning, and fill ``record`` (value, state), the run's tags and its
+    description."""
     pruning = PruningCallback(trial)
     logger = tracker.lightning_logger()
     try:
         fitted = fit(
-            cfg, ctx.dataset, loggers=[logger] if logger else [], callbacks=[pruning], write_bundle=False
+            cfg,
+            ctx.dataset,
+            loggers=[logger] if logger else [],
+            callbacks=[pruning, *tracker.lightning_callbacks()],
+            write_bundle=False,
         )
     except Exception:
         tracker.set_tags({"state": "failed"})
@@ -228,6 +233,19 @@ def _train_trial(
         record["state"] = "complete"
         tracker.set_tags({"state": "complete"})
         tracker.log_metrics({f"best_{MONITOR}": float(value or 0.0), "best_epoch": fitted.best_epoch})
+    tracker.set_description(_trial_description(trial, ctx.tune.study.name, record, reason))
+
+
+def _trial_description(trial: BaseTrial, study: str, record: dict[str, Any], reason: str | None) -> str:
+    """Markdown for a trial's run: its value (or why it was pruned) and the sampled values."""
+    value = record.get("value")
+    shown = f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else "–"
+    best = record.get("best_epoch")
+    head = f"Trial {trial.number} of study **{study}**: best validation NDCG@10 **{shown}**"
+    head += f" at epoch {best}" if best else ""
+    head += f" of {record.get('epochs', 0)}" + (f"; pruned: {reason}" if reason else "") + "."
+    params = "\n".join(f"- `{k}` = {v!r}" for k, v in trial.params.items())
+    return head + ("\n\n" + params if params else "")
 
 
 def _close_trial_dir(folder: Path, record: dict[str, Any], *, keep_checkpoints: bool) -> None:

@@ -14,7 +14,7 @@ import yaml
 from recsys.config import RecsysConfig
 from recsys.data.fingerprint import dataset_fingerprint
 from recsys.data.prepared import PreparedDataset
-from recsys.tracking.names import dataset_name
+from recsys.tracking.names import dataset_name, run_name
 from recsys.tracking.run import tracked_run
 from recsys.tracking.store import resolve_tracking_uri
 from recsys.tracking.tracker import Tracker
@@ -60,7 +60,8 @@ def parent_run(
         _log.warning(
             "study %s has no usable MLflow parent run in %s; opening a new one", study.study_name, uri
         )
-    with tracked_run(base, "tune", dataset=label, run_name=f"tune-{study.study_name}") as tracker:
+    name = run_name("tune", base, detail=f"study {study.study_name}")
+    with tracked_run(base, "tune", dataset=label, run_name=name) as tracker:
         study.set_user_attr(SETUP_ATTR, {"parent_run_id": tracker.run_id, "tracking_uri": uri})
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=base.data.source.path)
         tracker.log_text(yaml.safe_dump(tune.model_dump(mode="json"), sort_keys=False), "tune.yaml")

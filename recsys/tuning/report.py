@@ -198,7 +198,7 @@ def finish(study: optuna.Study, ctx: TrialContext, seconds: float) -> TuneResult
     for plot in plots:
         parent.log_artifact(plot, "plots")
     parent.log_dict(summary, "study.json")
-    return TuneResult(
+    result = TuneResult(
         study_name=study.study_name,
         storage=mask_url(ctx.tune.study.storage),
         output_dir=out,
@@ -216,3 +216,25 @@ def finish(study: optuna.Study, ctx: TrialContext, seconds: float) -> TuneResult
         seconds=seconds,
         stopped_reason=ctx.stopped_reason,
     )
+    parent.set_description(_description(result))
+    return result
+
+
+def _description(result: TuneResult) -> str:
+    """Markdown for the study's parent run: the trial counts, the best trial against the base config."""
+    lines = [
+        f"Optuna study **{result.study_name}**: {result.n_complete} complete, {result.n_pruned} pruned, "
+        f"{result.n_failed} failed trial(s).",
+    ]
+    if result.best_trial is not None and result.best_value is not None:
+        base = f" (base config: {result.baseline_value:.4f})" if result.baseline_value is not None else ""
+        lines += [
+            "",
+            f"Best: trial {result.best_trial}, validation NDCG@10 **{result.best_value:.4f}**{base}; "
+            "its config is `best.yaml` in the artifacts.",
+            "",
+            *(f"- `{k}` = {v!r}" for k, v in result.best_params.items()),
+        ]
+    if result.stopped_reason:
+        lines += ["", f"Stopped early: {result.stopped_reason}."]
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from recsys.config import ConfigError, RecsysConfig
-from recsys.training.fit import MONITOR
+from recsys.tracking.names import section_metric
 from recsys.tuning.objective import TrialContext
 from recsys.tuning.space import (
     CategoricalParam,
@@ -30,6 +30,7 @@ from recsys.tuning.space import (
 )
 
 __all__ = [
+    "OBJECTIVE_NAME",
     "after_trial",
     "create_or_join",
     "enqueue_first_trials",
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+OBJECTIVE_NAME = "validation NDCG@10"
+"""What the study maximises, as Optuna shows it: the best validation NDCG@10 of a trial's epochs."""
+
+TRIAL_VALUE = section_metric("trials", "val_ndcg@10")
+"""The parent run's chart of every complete trial's value (step = trial number)."""
 
 _STORAGE_ATTEMPTS = 4
 """Tries to open the Optuna storage (a fresh database is created by the first worker to get there)."""
@@ -132,6 +139,10 @@ def create_or_join(storage: optuna.storages.BaseStorage, cfg: StudyConfig) -> tu
         study = optuna.create_study(
             storage=storage, study_name=cfg.name, direction=cfg.direction, pruner=_pruner(cfg)
         )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # The objective's name in optuna-dashboard and Optuna's plots (else "Objective Value").
+            study.set_metric_names([OBJECTIVE_NAME])
         study.sampler = _sampler(cfg, cfg.seed)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
@@ -198,7 +209,8 @@ def after_trial(ctx: TrialContext) -> Any:
             study.stop()
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             try:
-                ctx.parent.log_metrics({f"trial_{MONITOR}": trial.value}, step=trial.number)
+                # One point per trial (step = trial number) in the parent run's "trials" section.
+                ctx.parent.log_metrics({TRIAL_VALUE: trial.value}, step=trial.number)
             except Exception as exc:  # the parent's chart is a nicety; the study goes on
                 _log.warning("could not log trial %d on the parent run: %s", trial.number, exc)
 

@@ -81,6 +81,8 @@ def test_prepare_run_is_tracked_in_mlflow(local_store: Path, tmp_path: Path) -> 
     assert tracked.info.status == "FINISHED"
     assert tracked.data.tags["pipeline"] == "prepare"
     assert tracked.data.metrics["data.users"] == 60
+    note = tracked.data.tags["mlflow.note.content"]  # the run's description: the data report
+    assert note.startswith("Prepared dataset written: ") and "\n```\n" in note and "users" in note
     assert tracked.data.params["data.cleaning.min_user_interactions"] == "3"
     names = {a.path for a in client.list_artifacts(tracked.info.run_id, "data")}
     assert {"data/report.json", "data/seq_length_hist.png"} <= names

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from recsys.cli import main
 from recsys.jobs import train
+from recsys.tracking.names import dataset_name
 from recsys.training import precision
 from recsys.training.bundle import load_bundle
 from tests.training.helpers import planted_rule_log, tiny_config
@@ -42,18 +43,19 @@ def test_train_run_is_a_complete_mlflow_record(local_store: Path, monkeypatch: p
     assert run.data.params["runtime.precision"] == "auto" and run.data.params["precision"] == "32"
     assert run.data.params["model.max_len"] == "auto" and run.data.params["derived.model.max_len"] == "16"
     assert run.data.params["derived.train.epochs"] == "3"
-    for key in ("train_loss", "val_ndcg_at_10", "val_hr_at_10", "lr", "epoch_tokens_per_s"):
+    for key in ("train/loss", "val/ndcg_at_10", "val/hr_at_10", "train/lr", "system/tokens_per_s"):
         steps = [m.step for m in client.get_metric_history(result.run_id, key)]
-        assert steps == [1, 2, 3], key  # epochs counted from 1, as in the log
+        # Epochs counted from 1, as in the log (the best epoch's points also carry the logged model's id).
+        assert sorted(set(steps)) == [1, 2, 3], key
     # One epoch numbering everywhere: MLflow's best step, best_epoch (metric, JSON, summary), the history.
-    ndcg = client.get_metric_history(result.run_id, "val_ndcg_at_10")
+    ndcg = client.get_metric_history(result.run_id, "val/ndcg_at_10")
     best_step = max(ndcg, key=lambda m: m.value).step
     assert run.data.metrics["best_epoch"] == best_step == result.to_json()["best_epoch"]
     assert f"best epoch {best_step}" in result.summary()
     assert [r["epoch"] for r in result.fit.history] == [1, 2, 3]
-    assert "val.most_popular.ndcg_at_10" in run.data.metrics
+    assert "most_popular_val_ndcg_at_10" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"config.yaml", "learning_curve.png", "history.json", "data"} <= artifacts
+    assert {"config.yaml", "learning_curve.png", "history.json", "validation.json", "data"} <= artifacts
     versions = client.search_model_versions("name='planted'")
     assert [str(v.version) for v in versions] == ["1"]
     assert result.registered_version == "1"
@@ -92,8 +94,9 @@ def test_crashing_training_is_marked_failed_and_stays_resumable(
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
     assert "error.message" not in run.data.tags
     assert run.data.tags["resume.previous_error"] == "RuntimeError: disk on fire"
-    steps = [m.step for m in client.get_metric_history(failed.info.run_id, "val_ndcg_at_10")]
-    assert steps == [1, 2, 3]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
+    steps = [m.step for m in client.get_metric_history(failed.info.run_id, "val/ndcg_at_10")]
+    assert sorted(set(steps)) == [1, 2, 3]  # epochs 1-2 from the failed attempt, epoch 3 after the resume
+    assert run.info.run_name == f"train {dataset_name(cfg)} (resumed)"
 
 
 def test_unreachable_tracking_uri_fails_before_training(

@@ -176,8 +176,9 @@ def test_resume_continues_the_run_and_refuses_other_settings(
     assert tags["resumed"] == "true" and tags["resume.changed_params"] == "train.max_epochs: 2 -> 3"
     assert tags["resume.changed_derived"] == "derived.train.epochs: 2 -> 3; derived.train.total_steps: 4 -> 6"
     client = MlflowClient(f"sqlite:///{local_store / 'mlruns.db'}")
-    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train_loss")]  # type: ignore[attr-defined]
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")]  # type: ignore[attr-defined]
     assert steps == [1, 2, 3]  # epochs counted from 1: the resumed run goes on at epoch 3
+    assert resumed.info.run_name == f"train {path.name} (resumed)"  # type: ignore[attr-defined]
 
     # A run that no longer exists in the store is linked instead of continued.
     client.delete_run(first.info.run_id)  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from recsys.config import RecsysConfig, TrackingConfig, flatten, load_config
 from recsys.tracking.curves import log_learning_curve
-from recsys.tracking.names import metric_name
+from recsys.tracking.names import dataset_name, metric_name
 from recsys.tracking.run import tracked_run
 from recsys.tracking.store import TrackingError, check_reachable, resolve_tracking_uri
 from recsys.tracking.tracker import Tracker
@@ -80,7 +80,7 @@ def test_run_records_params_metrics_artifacts_and_tags(store: str | None, tmp_pa
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name.startswith("train-tiny-")
+    assert run.info.run_name == f"train {dataset_name(cfg)}"  # the config came from no file
 
     # Every config key is a param, with values that read back as YAML (so `--set` accepts them).
     params = run.data.params

@@ -235,8 +235,19 @@ def test_tracked_study_survives_a_crashing_trial(
         "2": ("complete", "FINISHED"),
     }
     assert all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in children.values())
-    curve = client.get_metric_history(children["2"].info.run_id, "val_ndcg_at_10")
+    curve = client.get_metric_history(children["2"].info.run_id, "val/ndcg_at_10")
     assert [m.step for m in curve] == [1, 2]  # epochs counted from 1
+    assert children["2"].info.run_name == "t trial 2"
+    note = children["2"].data.tags["mlflow.note.content"]
+    assert note.startswith("Trial 2 of study **t**: best validation NDCG@10 **")
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.run_name == "tune base.yaml (study t)"
+    assert (
+        f"Best: trial {result.best_trial}, validation NDCG@10 **" in parent.data.tags["mlflow.note.content"]
+    )
+    per_trial = client.get_metric_history(result.parent_run_id, "trials/val_ndcg_at_10")
+    assert sorted(m.step for m in per_trial) == [0, 2]  # the complete trials
+    assert study_of(local_store / "tune.yaml").metric_names == ["validation NDCG@10"]
     assert children["2"].data.params["suggested.train.optimizer.lr"] == json.dumps(
         trials[2].params["train.optimizer.lr"]
     )
