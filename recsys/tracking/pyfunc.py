@@ -207,6 +207,19 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def _target_run(tracker_or_run_id: Tracker | str) -> str | None:
+    """The run to log into (None for a disabled tracker), with MLflow's fluent store pointed at it."""
+    if not isinstance(tracker_or_run_id, Tracker):
+        return tracker_or_run_id
+    if not tracker_or_run_id.enabled or tracker_or_run_id.run_id is None:
+        return None
+    uri = tracker_or_run_id.tracking_uri
+    if uri is not None and uri != mlflow.get_tracking_uri():
+        # Model logging goes through MLflow's fluent (global) store; point it at the tracker's.
+        mlflow.set_tracking_uri(uri)
+    return tracker_or_run_id.run_id
+
+
 def log_pyfunc_model(
     tracker_or_run_id: Tracker | str,
     bundle_path: Path,
@@ -234,17 +247,9 @@ def log_pyfunc_model(
     Returns:
         MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``, ...), or None when disabled.
     """
-    if isinstance(tracker_or_run_id, Tracker):
-        if not tracker_or_run_id.enabled or tracker_or_run_id.run_id is None:
-            return None
-        run_id = tracker_or_run_id.run_id
-        uri = tracker_or_run_id.tracking_uri
-        if uri is not None and uri != mlflow.get_tracking_uri():
-            # Model logging goes through MLflow's fluent (global) store; point it at the tracker's.
-            mlflow.set_tracking_uri(uri)
-    else:
-        run_id = tracker_or_run_id
-
+    run_id = _target_run(tracker_or_run_id)
+    if run_id is None:
+        return None
     bundle = load_bundle(bundle_path)  # verifies checksums before anything is uploaded
     # Lets `recsys evaluate` find the run (and model) of any copy of this bundle.
     tags = {BUNDLE_TAG: bundle_sha256(bundle), **(tags or {})}

@@ -193,7 +193,10 @@ class BERT4RecModule(L.LightningModule):
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         # Fused: one pass over each parameter and its moments instead of a dozen, and no temporaries.
-        fused = self.device.type in ("cpu", "cuda")
+        # Not under mixed precision: Lightning refuses to clip the gradients of an optimizer that
+        # unscales them itself, which is what a fused AdamW declares.
+        mixed = "mixed" in str(self.trainer.precision) if self._trainer is not None else False
+        fused = self.device.type in ("cpu", "cuda") and not mixed
         optimizer = RowSparseAdamW(groups, lr=opt.lr, betas=opt.betas, fused=fused)
         # An object, not a closure: LambdaLR checkpoints its state, and a time budget re-plans it.
         self.lr_schedule = LRSchedule.from_config(sched, self.total_steps)

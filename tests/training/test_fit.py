@@ -164,7 +164,7 @@ def test_sampled_softmax_trains_with_sparse_item_gradients(tmp_path: Path) -> No
             "loss.kind": "sampled_softmax",
             "loss.n_negatives": 16,
             "train.max_epochs": 30,
-            "train.grad_clip": 0.5,
+            "train.optimizer.grad_clip": 0.5,
         },
     )
     result = fit(cfg, prepared(cfg), write_bundle=False)
