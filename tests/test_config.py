@@ -122,3 +122,14 @@ def test_impossible_cutoffs_and_learning_rates_fail_at_load(override: str, messa
         load_config(None, [override])
     good = load_config(None, ["eval.ks=[1, 3]", "inference.k=1", "train.optimizer.lr=1e-5"])
     assert good.eval.ks == [1, 3] and good.inference.k == 1
+
+
+def test_warmup_steps_in_a_config_are_not_overridden_by_the_default_fraction() -> None:
+    assert load_config(None).train.schedule.warmup_fraction == 0.05  # the default: a share of the schedule
+    steps = load_config(None, ["train.schedule.warmup_steps=100"]).train.schedule
+    assert (steps.warmup_steps, steps.warmup_fraction) == (100, None)
+    both = load_config(None, ["train.schedule.warmup_steps=100", "train.schedule.warmup_fraction=0.1"])
+    assert both.train.schedule.warmup_fraction == 0.1  # both written: the fraction wins, as documented
+    # A dumped config (both keys present) reloads to the same schedule.
+    again = RecsysConfig.model_validate(load_config(None).model_dump(mode="json"))
+    assert again.train.schedule == load_config(None).train.schedule

@@ -66,8 +66,8 @@ class ModelConfig(_Section):
     max_len_quantile: float = Field(
         0.95, gt=0.0, le=1.0, description="max_len auto: share of users whose whole history fits."
     )
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and sub-layers.")
-    attention_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on attention weights.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on embeddings and sub-layers.")
+    attention_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     norm_first: bool = Field(False, description="Pre-norm blocks (true) or post-norm as in BERT (false).")
     tied_output: bool = Field(True, description="Score items with the input item embedding (tied).")
     item_bias: bool = Field(True, description="Add a learned per-item bias to output scores.")
@@ -89,16 +89,16 @@ class ModelConfig(_Section):
 
 
 class MaskingConfig(_Section):
-    mask_prob: float = Field(0.2, gt=0.0, le=1.0, description="Probability that an item is masked.")
+    mask_prob: float = Field(0.3, gt=0.0, le=1.0, description="Probability that an item is masked.")
     replace_mask: float = Field(0.8, ge=0.0, le=1.0, description="Share of masked items shown as [MASK].")
     replace_random: float = Field(
         0.1, ge=0.0, le=1.0, description="Share shown as a random item (the rest keep the original)."
     )
     last_item_prob: float = Field(
-        0.1, ge=0.0, le=1.0, description="Probability a sequence has only its last item masked."
+        0.2, ge=0.0, le=1.0, description="Probability a sequence has only its last item masked."
     )
     window: Literal["recent", "sliding"] = Field(
-        "recent", description="Histories over max_len: most recent window, or sliding windows."
+        "sliding", description="Histories over max_len: most recent window, or sliding windows."
     )
     stride: int | None = Field(None, ge=1, description="Sliding-window stride; null means max_len.")
 
@@ -169,7 +169,7 @@ LossConfig = Annotated[
 
 
 class OptimizerConfig(_Section):
-    lr: float = Field(1e-3, gt=0.0, allow_inf_nan=False, description="Peak learning rate (AdamW).")
+    lr: float = Field(2e-3, gt=0.0, allow_inf_nan=False, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
@@ -178,19 +178,27 @@ class OptimizerConfig(_Section):
 
 class ScheduleConfig(_Section):
     kind: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="Learning-rate decay after warm-up."
+        "cosine", description="Learning-rate decay after warm-up."
     )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     warmup_fraction: float | None = Field(
-        None,
+        0.05,
         ge=0.0,
         lt=1.0,
         description=(
             "Warm-up as a share of the schedule's steps (of the fitted schedule under a time budget); "
-            "replaces warmup_steps when set."
+            "replaces warmup_steps when set. A config that sets only warmup_steps gets those steps."
         ),
     )
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
+    min_lr_ratio: float = Field(0.02, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explicit_steps_win(cls, data: Any) -> Any:
+        # warmup_fraction has a default; warmup_steps written in a config must not be silently ignored.
+        if isinstance(data, dict) and "warmup_steps" in data and "warmup_fraction" not in data:
+            return {**data, "warmup_fraction": None}
+        return data
 
 
 class TrainConfig(_Section):

@@ -151,4 +151,4 @@ def test_a_resumed_run_keeps_the_plan_and_the_time_spent(tmp_path: Path, monkeyp
     result = fit(cfg, data, resume=True, callbacks=[costs], write_bundle=False)
     assert result.epochs == result.derived["train.epochs"] == 23  # the plan made in the first session
     assert result.module.global_step == result.module.lr_schedule.total == 46
-    assert result.module.lr_schedule(46) == pytest.approx(0.0)
+    assert result.module.lr_schedule(46) == pytest.approx(cfg.train.schedule.min_lr_ratio)  # at its floor
