@@ -248,13 +248,17 @@ class TrainConfig(_Section):
         description="Early stopping may fire only after this share of the schedule's epochs.",
     )
     val_every_n_epochs: int = Field(1, ge=1, description="Validate every this many epochs.")
-    val_users: int | None = Field(None, ge=1, description="Validate on a fixed seeded sample of users.")
+    val_users: int | None = Field(
+        2048,
+        ge=1,
+        description="Validate on a seeded sample of this many users (null, or more than there are: all).",
+    )
     validation_holdout: Literal["all", "sampled"] = Field(
-        "all",
+        "sampled",
         description=(
-            "all: every validation event is held out of training; sampled (needs val_users): only the "
-            "sampled users' are, the others' are trained on, so the model also learns every other "
-            "user's most recent event."
+            "all: every validation event is held out of training; sampled: only the val_users sample's "
+            "are, the others' are trained on, so the model also learns every other user's most recent "
+            "event (with every user in the sample, the same as all)."
         ),
     )
     output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
@@ -263,12 +267,6 @@ class TrainConfig(_Section):
         gt=0,
         description="Hard stop after this long, mid-schedule if need be (see time_budget_minutes).",
     )
-
-    @model_validator(mode="after")
-    def _sampled_holdout_needs_sample(self) -> TrainConfig:
-        if self.validation_holdout == "sampled" and self.val_users is None:
-            raise ValueError("validation_holdout 'sampled' needs val_users (the size of the held-out sample)")
-        return self
 
     @model_validator(mode="after")
     def _budget_inside_hard_stop(self) -> TrainConfig:

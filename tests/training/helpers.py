@@ -48,6 +48,8 @@ def tiny_config(tmp: Path, source: Path, **overrides: object) -> RecsysConfig:
         "train.schedule.kind": "constant",
         "train.schedule.warmup_fraction": "null",
         "masking.window": "recent",
+        "train.val_users": "null",  # every user validated, every validation event held out
+        "train.validation_holdout": "all",
         "train.patience": 30,
         "runtime.progress_bar": False,
         "train.output_dir": str(tmp / "run"),

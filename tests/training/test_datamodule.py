@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.config import ConfigError
 from recsys.training.datamodule import (
     EpochPermutation,
     LengthBucketSampler,
@@ -59,9 +58,15 @@ def test_sampled_holdout_trains_on_the_other_users_validation_events(setup) -> N
     assert module.n_train_tokens() == len(data.history.items)
 
 
-def test_sampled_holdout_needs_a_sample(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="val_users"):
-        tiny_config(tmp_path, tmp_path / "x.csv", **{"train.validation_holdout": "sampled"})
+def test_sampled_holdout_of_every_user_is_the_full_holdout(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, planted_rule_log(tmp_path / "log.csv"))
+    dataset = prepared(cfg)
+    full = training_data(dataset, cfg.train)  # tiny_config: val_users null, validation_holdout all
+    for val_users in (None, 10_000):  # no sample, or one larger than the users: everyone held out
+        train = cfg.train.model_copy(update={"val_users": val_users, "validation_holdout": "sampled"})
+        sampled = training_data(dataset, train)
+        assert np.array_equal(sampled.history.items, full.history.items)
+        assert len(sampled.val_targets.users) == len(full.val_targets.users)
 
 
 def _sampler(lengths: np.ndarray, *, rank: int = 0, world: int = 1, pool: int = 64) -> LengthBucketSampler:
