@@ -125,11 +125,18 @@ def test_impossible_cutoffs_and_learning_rates_fail_at_load(override: str, messa
 
 
 def test_warmup_steps_in_a_config_are_not_overridden_by_the_default_fraction() -> None:
-    assert load_config(None).train.schedule.warmup_fraction == 0.05  # the default: a share of the schedule
-    steps = load_config(None, ["train.schedule.warmup_steps=100"]).train.schedule
-    assert (steps.warmup_steps, steps.warmup_fraction) == (100, None)
-    both = load_config(None, ["train.schedule.warmup_steps=100", "train.schedule.warmup_fraction=0.1"])
-    assert both.train.schedule.warmup_fraction == 0.1  # both written: the fraction wins, as documented
-    # A dumped config (both keys present) reloads to the same schedule.
-    again = RecsysConfig.model_validate(load_config(None).model_dump(mode="json"))
-    assert again.train.schedule == load_config(None).train.schedule
+    from recsys.training.schedule import warmup_steps
+
+    def warmup(*sets: str) -> int:
+        return warmup_steps(load_config(None, list(sets)).train.schedule, 1000)
+
+    assert warmup() == 50  # the default: a share (5%) of the schedule
+    assert warmup("train.schedule.warmup_steps=100") == 100
+    both = ("train.schedule.warmup_steps=30", "train.schedule.warmup_fraction=0.1")
+    assert warmup(*both) == 100  # both written: the fraction (10% of 1000) wins, as documented
+    assert warmup("train.schedule.warmup_fraction=0.2") == 200
+    # A dumped config reloads to the same schedule, and a step count set on a dump (a tuning trial) counts.
+    dumped = load_config(None).model_dump(mode="json")
+    assert RecsysConfig.model_validate(dumped).train.schedule == load_config(None).train.schedule
+    dumped["train"]["schedule"]["warmup_steps"] = 25
+    assert warmup_steps(RecsysConfig.model_validate(dumped).train.schedule, 1000) == 25

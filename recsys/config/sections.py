@@ -180,25 +180,19 @@ class ScheduleConfig(_Section):
     kind: Literal["constant", "linear", "cosine"] = Field(
         "cosine", description="Learning-rate decay after warm-up."
     )
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warm-up steps (null: see warmup_fraction)."
+    )
     warmup_fraction: float | None = Field(
-        0.05,
+        None,
         ge=0.0,
         lt=1.0,
         description=(
             "Warm-up as a share of the schedule's steps (of the fitted schedule under a time budget); "
-            "replaces warmup_steps when set. A config that sets only warmup_steps gets those steps."
+            "replaces warmup_steps when set. Neither set: 5% of the schedule."
         ),
     )
     min_lr_ratio: float = Field(0.02, ge=0.0, le=1.0, description="Final lr as a share of lr (decay).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _explicit_steps_win(cls, data: Any) -> Any:
-        # warmup_fraction has a default; warmup_steps written in a config must not be silently ignored.
-        if isinstance(data, dict) and "warmup_steps" in data and "warmup_fraction" not in data:
-            return {**data, "warmup_fraction": None}
-        return data
 
 
 class TrainConfig(_Section):

@@ -14,14 +14,20 @@ import math
 
 from recsys.config import ScheduleConfig
 
-__all__ = ["LRSchedule", "warmup_steps"]
+__all__ = ["DEFAULT_WARMUP_FRACTION", "LRSchedule", "warmup_steps"]
+
+DEFAULT_WARMUP_FRACTION = 0.05
+"""The warm-up when a config sets neither ``warmup_fraction`` nor ``warmup_steps``."""
 
 
 def warmup_steps(cfg: ScheduleConfig, total: int) -> int:
-    """Warm-up length of a ``total``-step schedule: ``warmup_fraction`` of it, else ``warmup_steps``."""
+    """Warm-up length of a ``total``-step schedule: ``warmup_fraction`` of it, else ``warmup_steps``,
+    else :data:`DEFAULT_WARMUP_FRACTION` of it."""
     if cfg.warmup_fraction is not None:
         return round(cfg.warmup_fraction * total)
-    return cfg.warmup_steps
+    if cfg.warmup_steps is not None:
+        return cfg.warmup_steps
+    return round(DEFAULT_WARMUP_FRACTION * total)
 
 
 class LRSchedule:

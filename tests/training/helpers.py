@@ -46,7 +46,7 @@ def tiny_config(tmp: Path, source: Path, **overrides: object) -> RecsysConfig:
         "train.optimizer.lr": 0.01,
         # The schedule these tests were written for (the library default is a warmed-up cosine).
         "train.schedule.kind": "constant",
-        "train.schedule.warmup_fraction": "null",
+        "train.schedule.warmup_steps": 0,
         "masking.window": "recent",
         "train.val_users": "null",  # every user validated, every validation event held out
         "train.validation_holdout": "all",
