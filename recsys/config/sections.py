@@ -14,6 +14,7 @@ __all__ = [
     "ColumnsConfig",
     "ConfigError",
     "DataConfig",
+    "ElectraConfig",
     "EvalConfig",
     "FullSoftmaxLoss",
     "GBCELoss",
@@ -50,6 +51,22 @@ from recsys.config.data import (
 
 
 # ---------------------------------------------------------------------------------------------- model
+class ElectraConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description=(
+            "ELECTRA: a small generator (sharing the item table) proposes items at the masked positions; "
+            "the encoder also learns to tell real from replaced items at every position. About 2.5x "
+            "the step cost."
+        ),
+    )
+    generator_hidden: int = Field(32, ge=2, description="Width of the generator's encoder.")
+    generator_layers: int = Field(1, ge=1, description="Encoder blocks of the generator.")
+    weight: float = Field(
+        1.0, gt=0.0, description="Weight of the replaced-item detection loss next to the masked-item loss."
+    )
+
+
 class ModelConfig(_Section):
     hidden_size: int = Field(64, ge=8, description="Embedding and Transformer width.")
     n_layers: int = Field(2, ge=1, description="Number of Transformer encoder blocks.")
@@ -71,12 +88,50 @@ class ModelConfig(_Section):
     norm_first: bool = Field(False, description="Pre-norm blocks (true) or post-norm as in BERT (false).")
     tied_output: bool = Field(True, description="Score items with the input item embedding (tied).")
     item_bias: bool = Field(True, description="Add a learned per-item bias to output scores.")
+    embedding_size: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "ALBERT: item embeddings of this width, projected up to hidden_size on input and scored in "
+            "this width on output (V x e + e x d parameters instead of V x d); null: hidden_size."
+        ),
+    )
+    share_layers: bool = Field(
+        False, description="ALBERT: one encoder block's weights used by all n_layers (cross-layer sharing)."
+    )
+    relative_attention: bool = Field(
+        False,
+        description=(
+            "DeBERTa: add disentangled relative-position terms to every attention score "
+            "(content-to-position and position-to-content, from a shared table of relative distances)."
+        ),
+    )
+    relative_distance: int = Field(
+        16, ge=1, description="DeBERTa: relative distances beyond +-this share one embedding."
+    )
+    electra: ElectraConfig = Field(
+        default_factory=ElectraConfig, description="ELECTRA's replaced-item detection objective."
+    )
+    drop_path: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Stochastic depth: in training each sequence skips the last block with this probability "
+            "(block l of n: l/n of it), the kept ones rescaled; 0 disables."
+        ),
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
         if self.hidden_size % self.n_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.electra.enabled and self.electra.generator_hidden % self.n_heads:
+            raise ValueError(
+                f"electra.generator_hidden ({self.electra.generator_hidden}) must be divisible by "
+                f"n_heads ({self.n_heads})"
             )
         return self
 
@@ -174,6 +229,22 @@ class OptimizerConfig(_Section):
     decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
+    lr_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "none",
+        description=(
+            "RoBERTa-style large batches: the lr used is lr x (global batch / lr_reference_batch), to "
+            "the power 1/2 (sqrt) or 1 (linear); the global batch is batch_size x devices x nodes. "
+            "The lr used is logged."
+        ),
+    )
+    lr_reference_batch: int = Field(
+        128, ge=1, description="lr_scaling: the global batch size that lr is tuned for."
+    )
+
+    def scaled_lr(self, global_batch: int) -> float:
+        """The peak learning rate for a global batch of ``global_batch`` sequences (see lr_scaling)."""
+        power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[self.lr_scaling]
+        return self.lr * (global_batch / self.lr_reference_batch) ** power
 
 
 class ScheduleConfig(_Section):
@@ -256,6 +327,15 @@ class TrainConfig(_Section):
         ),
     )
     output_dir: Path = Field(Path("runs/demo"), description="Checkpoints and the model bundle go here.")
+    init_from: Path | None = Field(
+        None,
+        description=(
+            "Warm start from this model bundle: every weight copied, item rows matched by original id "
+            "(new items start fresh, new users need nothing); the model section must match but for "
+            "max_len. Pre-train then fine-tune: a second run with init_from and masking.last_item_prob "
+            "1 (only the appended [MASK] predicted)."
+        ),
+    )
     max_time_minutes: float | None = Field(
         None,
         gt=0,

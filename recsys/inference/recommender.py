@@ -356,7 +356,7 @@ class Recommender:
         that :meth:`scores` dots with the item embeddings), users as in :meth:`recommend`."""
         request = self.requests(users, histories)
         seqs = request.histories
-        out = np.zeros((len(seqs), self.model.cfg.hidden_size), dtype=np.float32)
+        out = np.zeros((len(seqs), self.model.output_size), dtype=np.float32)
         for rows in plan_batches(seqs.lengths(), self.batch_size, max_width=self.max_history):
             width = int(min(max(int(seqs.lengths()[rows].max(initial=0)), 1), self.max_history))
             inputs = torch.from_numpy(seqs.pad(rows, width)).to(self.device)

@@ -40,6 +40,7 @@ from recsys.training.resume import ResumeRecord, check_resume
 from recsys.training.runtime import apply_threads, world_size
 from recsys.training.schedule import warmup_steps
 from recsys.training.stopping import SmoothedEarlyStopping
+from recsys.training.warm_start import warm_start
 
 log = logging.getLogger("recsys.train")
 
@@ -221,6 +222,12 @@ def _fit(
     module = BERT4RecModule(
         dataset.n_items, cfg, dataset.item_counts(), total_steps=max(1, steps_per_epoch * epochs)
     )
+    if tcfg.init_from is not None and not resume:  # a resumed run's checkpoint has the weights
+        carried = warm_start(module.model, dataset.items, tcfg.init_from)
+        derived.update({f"train.init_from.{k}": v for k, v in carried.items() if k != "bundle"})
+    module.global_batch = tcfg.batch_size * world
+    if tcfg.optimizer.lr_scaling != "none":
+        derived["train.optimizer.lr_used"] = tcfg.optimizer.scaled_lr(module.global_batch)
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",

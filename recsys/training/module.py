@@ -19,6 +19,7 @@ from recsys.config import RecsysConfig
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocol import evaluate_batch
 from recsys.model.bert4rec import BERT4Rec
+from recsys.model.electra import ReplacedItemDetection
 from recsys.model.losses import build_loss, resolve_loss
 from recsys.model.masking import mask_items
 from recsys.training.datamodule import TrainBatch
@@ -66,6 +67,10 @@ class BERT4RecModule(L.LightningModule):
         counts = torch.as_tensor(item_counts, dtype=torch.float32) if item_counts is not None else None
         self.loss_cfg = resolve_loss(cfg.loss, n_items)  # what `loss.kind: auto` chose, for reports
         self.loss_fn = build_loss(self.loss_cfg, n_items, counts)
+        # ELECTRA: a generator sharing the item table, and a replaced-item head (training only).
+        self.electra = (
+            ReplacedItemDetection(self.model, cfg.model.electra) if cfg.model.electra.enabled else None
+        )
         self._val_metrics = RankingMetrics(VAL_KS, n_items)
         self._tokens = 0
         self._epoch_t0 = 0.0
@@ -73,6 +78,7 @@ class BERT4RecModule(L.LightningModule):
         self._loss_count = 0
         self._step_seed = 0
         self.step_targets = 0
+        self.global_batch = cfg.train.batch_size  # sequences per optimiser step, all ranks (fit sets it)
 
     @property
     def epoch_loss(self) -> float | None:
@@ -92,7 +98,9 @@ class BERT4RecModule(L.LightningModule):
         # A loss that scores a sample of the catalogue gets row-sparse item-table gradients (see
         # BERT4Rec.set_sparse_item_grad). Not under DDP, whose gradient buckets are dense.
         world = self.trainer.world_size if self._trainer is not None else 1
-        self.model.set_sparse_item_grad(not self.loss_fn.touches_every_item and world == 1)
+        # Nor with ELECTRA, whose generator reads the same item table densely.
+        sparse = not self.loss_fn.touches_every_item and world == 1 and self.electra is None
+        self.model.set_sparse_item_grad(sparse)
 
     # -- training -----------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: TrainBatch, batch_idx: int) -> None:
@@ -126,6 +134,10 @@ class BERT4RecModule(L.LightningModule):
         selected = labels > 0  # [B, L]
         hidden = self.model.hidden_at(inputs, selected)  # [M, d]: the masked positions only
         loss = self.loss_fn(hidden, labels[selected], self.model, generator=gen)
+        if self.electra is not None:
+            items = batch.items.to(self.device, non_blocking=True)
+            g_loss, d_loss, _ = self.electra(self.model, items, inputs, selected, self.loss_fn, gen)
+            loss = loss + g_loss + self.cfg.model.electra.weight * d_loss
         self._tokens += int((batch.items > 0).sum())
         self._loss_sum += loss.detach().double().cpu()
         self._loss_count += 1
@@ -197,7 +209,8 @@ class BERT4RecModule(L.LightningModule):
         # unscales them itself, which is what a fused AdamW declares.
         mixed = "mixed" in str(self.trainer.precision) if self._trainer is not None else False
         fused = self.device.type in ("cpu", "cuda") and not mixed
-        optimizer = RowSparseAdamW(groups, lr=opt.lr, betas=opt.betas, fused=fused)
+        lr = opt.scaled_lr(self.global_batch)  # RoBERTa's larger batches (optimizer.lr_scaling)
+        optimizer = RowSparseAdamW(groups, lr=lr, betas=opt.betas, fused=fused)
         # An object, not a closure: LambdaLR checkpoints its state, and a time budget re-plans it.
         self.lr_schedule = LRSchedule.from_config(sched, self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)

@@ -1,0 +1,72 @@
+"""The BERT-family options: each trains the planted rule through ``fit`` and round-trips the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys.config import OptimizerConfig
+from recsys.evaluation.protocol import evaluate
+from recsys.inference.recommender import Recommender
+from recsys.training.bundle import load_bundle
+from recsys.training.fit import MONITOR, fit
+from tests.training.helpers import planted_rule_log, prepared, tiny_config
+
+VARIANTS = {
+    "albert_factorised_embedding": {"model.embedding_size": 16},
+    "albert_shared_layers": {"model.n_layers": 2, "model.share_layers": "true"},
+    "deberta_relative_attention": {"model.relative_attention": "true", "model.relative_distance": 4},
+    "stochastic_depth": {"model.n_layers": 2, "model.drop_path": 0.2},
+    "electra": {"model.electra.enabled": "true", "model.electra.generator_hidden": 16},
+    "roberta_lr_scaling": {
+        "train.batch_size": 64,
+        "train.optimizer.lr": 0.005,
+        "train.optimizer.lr_scaling": "linear",
+        "train.optimizer.lr_reference_batch": 32,
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_learns_the_planted_rule_and_round_trips(tmp_path: Path, name: str) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        planted_rule_log(tmp_path / "log.csv"),
+        **{"train.max_epochs": 60, "train.patience": 60, **VARIANTS[name]},
+    )
+    data = prepared(cfg)
+    result = fit(cfg, data)
+    metrics = evaluate(
+        Recommender(result.module.model, data.users, data.items),
+        data.history("test"),
+        data.targets("test"),
+        ks=[1],
+        n_items=data.n_items,
+        max_history=cfg.model.resolved_max_len() - 1,
+    ).metrics
+    assert metrics["hr@1"] >= 0.9, (name, metrics)
+    assert result.best_val[MONITOR] >= 0.9
+    assert result.bundle_path is not None
+    bundle = load_bundle(result.bundle_path)
+    history = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    with torch.inference_mode():
+        expected = result.module.model.eval().predict_next(history)
+        assert torch.equal(expected, bundle.model.predict_next(history))
+    assert bundle.config.model == result.config.model
+    if name == "roberta_lr_scaling":  # 0.005 x 64 / 32, what the optimiser started from
+        optimizer = result.module.optimizers(use_pl_optimizer=False)
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        assert result.derived["train.optimizer.lr_used"] == optimizer.param_groups[0]["initial_lr"] == 0.01
+
+
+def test_lr_scaling_follows_the_global_batch() -> None:
+    def lr(scaling: str, batch: int) -> float:
+        opt = OptimizerConfig.model_validate({"lr": 1e-3, "lr_scaling": scaling, "lr_reference_batch": 128})
+        return opt.scaled_lr(batch)
+
+    assert lr("none", 512) == 1e-3
+    assert lr("sqrt", 512) == pytest.approx(2e-3) and lr("linear", 512) == pytest.approx(4e-3)
+    assert lr("linear", 64) == pytest.approx(5e-4)
