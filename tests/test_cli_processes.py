@@ -110,7 +110,7 @@ def test_train(workspace: Workspace) -> None:
     assert [re.search(r"epoch (\d+)/", line).group(1) for line in epochs] == ["1", "2"]  # type: ignore[union-attr]
     for phase in (
         "preparing ",
-        "training for up to 2 epochs",
+        "training for 2 epochs",
         "validating the best epoch",
         "logging the model",
     ):

@@ -24,7 +24,7 @@ from recsys.tracking.run import tracked_run
 from recsys.tracking.summary import TrainFacts, train_description, train_summary_metrics
 from recsys.tracking.tracker import Tracker
 from recsys.training.datamodule import TrainingData
-from recsys.training.fit import FitResult, fit
+from recsys.training.fit import DEFAULT_EPOCHS, FitResult, fit
 from recsys.training.lock import output_lock
 from recsys.training.resume import check_resume
 
@@ -221,9 +221,16 @@ def run(cfg: RecsysConfig, *, resume: bool = False) -> TrainResult:
         tracker.log_input_fingerprint(dataset_fingerprint(dataset), source=cfg.data.source.path)
         _log_data_report(tracker, outcome.path)
         logger = tracker.lightning_logger()
+        tcfg = cfg.train
+        if tcfg.time_budget_minutes is not None:
+            length = f"a schedule fitted to {tcfg.time_budget_minutes:g} min" + (
+                f" (at most {tcfg.max_epochs} epochs)" if tcfg.max_epochs else ""
+            )
+        else:
+            length = f"{tcfg.max_epochs or DEFAULT_EPOCHS} epochs"
         _log.info(
-            "training for up to %d epochs on %s users, %s items (%s)",
-            cfg.train.max_epochs,
+            "training for %s on %s users, %s items (%s)",
+            length,
             f"{dataset.n_users:,}",
             f"{dataset.n_items:,}",
             "resuming from the last checkpoint" if resume else f"output in {cfg.train.output_dir}",
