@@ -55,30 +55,14 @@ def warm_start(model: BERT4Rec, items: Vocabulary, path: str | Path) -> dict[str
     # New index of each of the bundle's items (-1: the item is not in the new catalogue).
     new_index = items.lookup(bundle.items.ids)
     kept = new_index >= 0
-    old_rows = torch.from_numpy(bundle.items.offset + kept.nonzero()[0])  # rows in the bundle's tables
-    new_rows = torch.from_numpy(new_index[kept])
-    state: dict[str, torch.Tensor] = {}
-    for name, value in target.items():
-        old = source[name]
-        by_row = name in _ITEM_ROWS or name == "position_embedding.weight"  # row counts may differ
-        if (old.shape[1:] if by_row else old.shape) != (value.shape[1:] if by_row else value.shape):
-            raise BundleError(
-                f"{bundle.path}: weight {name} is {tuple(old.shape)} in the bundle and "
-                f"{tuple(value.shape)} in this config's model; warm starting needs the same model section"
-            )
-        if name in _ITEM_ROWS:
-            rows = value.clone()
-            rows[new_rows] = old[old_rows].to(rows.dtype)
-            rows[model.mask_id] = old[bundle.model.mask_id]
-            rows[0] = old[0]  # PAD
-            state[name] = rows
-        elif name == "position_embedding.weight":
-            n = min(value.shape[0], old.shape[0])
-            positions = value.clone()
-            positions[-n:] = old[-n:]  # positions count back from the end
-            state[name] = positions
-        else:
-            state[name] = old
+    rows = (  # the kept items' rows in the bundle's tables, and in the new model's
+        torch.from_numpy(bundle.items.offset + kept.nonzero()[0]),
+        torch.from_numpy(new_index[kept]),
+    )
+    state = {
+        name: _carried(name, value, source[name], rows, (bundle.model.mask_id, model.mask_id), bundle.path)
+        for name, value in target.items()
+    }
     model.load_state_dict(state)
     summary = {
         "bundle": str(bundle.path),
@@ -94,3 +78,33 @@ def warm_start(model: BERT4Rec, items: Vocabulary, path: str | Path) -> dict[str
         summary["items_dropped"],
     )
     return summary
+
+
+def _carried(
+    name: str,
+    new: torch.Tensor,
+    old: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    mask_ids: tuple[int, int],
+    path: Path,
+) -> torch.Tensor:
+    """The value of weight ``name`` for the new model (``new`` is its fresh initialisation)."""
+    by_row = name in _ITEM_ROWS or name == "position_embedding.weight"  # row counts may differ
+    if (old.shape[1:] if by_row else old.shape) != (new.shape[1:] if by_row else new.shape):
+        raise BundleError(
+            f"{path}: weight {name} is {tuple(old.shape)} in the bundle and {tuple(new.shape)} in "
+            "this config's model; warm starting needs the same model section"
+        )
+    if name == "position_embedding.weight":
+        n = min(new.shape[0], old.shape[0])
+        value = new.clone()
+        value[-n:] = old[-n:]  # positions count back from the end
+        return value
+    if name not in _ITEM_ROWS:
+        return old
+    old_rows, new_rows = rows
+    value = new.clone()
+    value[new_rows] = old[old_rows].to(value.dtype)
+    value[mask_ids[1]] = old[mask_ids[0]]  # [MASK]
+    value[0] = old[0]  # PAD
+    return value

@@ -9,8 +9,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from recsys.config import ModelConfig
-from recsys.model import bert4rec
-from recsys.model.bert4rec import BERT4Rec, _keep_mask, dropout
+from recsys.model import blocks
+from recsys.model.bert4rec import BERT4Rec
+from recsys.model.blocks import _keep_mask, dropout
 
 N_ITEMS = 30
 
@@ -160,7 +161,7 @@ def test_attention_dropout_path_matches_sdpa_without_dropout(
     chunk_bytes: int, length: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The explicit attention used for training with dropout computes the same attention as SDPA."""
-    monkeypatch.setattr(bert4rec, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(blocks, "_CHUNK_BYTES", chunk_bytes)
     model = make_model(dropout=0.0, attention_dropout=0.5, max_len=16)
     block = model.blocks[0]
     x = torch.randn(3, length, 16)
