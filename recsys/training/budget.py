@@ -134,6 +134,12 @@ class TimeBudget(L.Callback):
                 total,
             )
 
+    def cap(self, epochs: int) -> None:
+        """Never plan more than ``epochs`` from now on, and take it as the plan (the schedule was
+        re-planned to end there by the caller: on_plateau decay)."""
+        self.max_epochs = epochs if self.max_epochs is None else min(self.max_epochs, epochs)
+        self.planned_epochs = self.max_epochs
+
     # -- hooks --------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.planned_epochs is not None:  # resumed: the plan (and the schedule) came from the checkpoint

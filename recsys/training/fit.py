@@ -250,7 +250,12 @@ def _fit(
     history = EpochHistory()
     budget = _time_budget(tcfg, steps_per_epoch)
     stopping = SmoothedEarlyStopping(
-        MONITOR, tcfg.patience, window=tcfg.early_stop_window, min_fraction=tcfg.early_stop_min_fraction
+        MONITOR,
+        tcfg.patience,
+        window=tcfg.early_stop_window,
+        min_fraction=tcfg.early_stop_min_fraction,
+        on_plateau=tcfg.on_plateau,
+        decay_fraction=tcfg.plateau_decay_fraction,
     )
     # The budget before the history, so that the epoch log line shows the fitted length.
     all_callbacks: list[Callback] = [
@@ -318,6 +323,8 @@ def _fit(
             out / "model", module, cfg, dataset, {"best_val": best_val, "best_epoch": best_epoch}
         )
     derived.update(_schedule_values(tcfg, steps_per_epoch, epochs, budget))
+    if stopping.decay_epoch is not None:
+        derived["train.plateau_decay_after_epoch"] = stopping.decay_epoch
     stopped = stopping.stopped_epoch is not None
     return FitResult(
         bundle_path=bundle_path,

@@ -74,3 +74,78 @@ def test_the_share_is_of_the_current_schedule_length() -> None:
     fitted = _trainer(6, 12, 0.4)
     callback.on_validation_end(fitted, None)  # type: ignore[arg-type]
     assert fitted.should_stop  # 7 of 12
+
+
+def _decay_trainer(epoch: int, max_epochs: int, value: float, steps_per_epoch: int, budget=None):  # type: ignore[no-untyped-def]
+    trainer = _trainer(epoch, max_epochs, value)
+    trainer.global_step = (epoch + 1) * steps_per_epoch
+    trainer.fit_loop = SimpleNamespace(max_epochs=max_epochs)
+    trainer.callbacks = [budget] if budget is not None else []
+    return trainer
+
+
+def test_decay_on_plateau_anneals_to_the_floor_and_ends_the_run() -> None:
+    from recsys.config import ScheduleConfig
+    from recsys.training.budget import TimeBudget
+    from recsys.training.schedule import LRSchedule
+
+    spe, planned = 10, 100
+    schedule = LRSchedule("cosine", warmup=50, total=planned * spe, min_ratio=0.02)
+    module = SimpleNamespace(lr_schedule=schedule)
+    budget = TimeBudget(60, spe, ScheduleConfig(), clock=lambda: 0.0)
+    budget.planned_epochs = planned
+    callback = SmoothedEarlyStopping("val", patience=2, window=1, min_fraction=0.9, on_plateau="decay")
+    ended = None
+    for epoch in range(planned):
+        trainer = _decay_trainer(epoch, planned, 0.1 + 0.01 * min(epoch, 20), spe, budget)
+        before = schedule(trainer.global_step)
+        callback.on_validation_end(trainer, module)  # type: ignore[arg-type]
+        assert not trainer.should_stop  # decay never stops the run itself
+        if trainer.fit_loop.max_epochs != planned:
+            ended = trainer.fit_loop.max_epochs
+            assert schedule(trainer.global_step) == pytest.approx(before)  # no jump in the lr
+            break
+    # Rising to epoch 21 (from 1), then two flat validations: the plateau at 23; 20% of 100 epochs more.
+    assert callback.decay_epoch == 23 and ended == 43 == callback.decay_end
+    assert schedule(43 * spe - 1) == pytest.approx(0.02, abs=1e-3)  # the floor on the last step
+    assert budget.planned_epochs == 43 and budget.max_epochs == 43  # the budget may not lengthen it
+
+
+def test_decay_waits_for_the_warm_up_and_happens_once() -> None:
+    from recsys.training.schedule import LRSchedule
+
+    schedule = LRSchedule("cosine", warmup=100, total=1000, min_ratio=0.0)
+    module = SimpleNamespace(lr_schedule=schedule)
+    callback = SmoothedEarlyStopping("val", patience=1, window=1, on_plateau="decay")
+    callback.on_validation_end(_decay_trainer(0, 100, 0.5, 10), module)  # type: ignore[arg-type]
+    warming = _decay_trainer(1, 100, 0.4, 10)  # step 20 of a 100-step warm-up
+    callback.on_validation_end(warming, module)  # type: ignore[arg-type]
+    assert warming.fit_loop.max_epochs == 100 and callback.decay_epoch is None
+    after = _decay_trainer(19, 100, 0.4, 10)
+    callback.on_validation_end(after, module)  # type: ignore[arg-type]
+    assert after.fit_loop.max_epochs == 40 and callback.decay_epoch == 20
+    again = _decay_trainer(25, 40, 0.3, 10)
+    callback.on_validation_end(again, module)  # type: ignore[arg-type]
+    assert again.fit_loop.max_epochs == 40  # once only
+
+
+def test_decay_mode_through_fit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The planted rule is learnt in a few epochs, then validation is flat: the run anneals and ends."""
+    from recsys.training.fit import fit
+    from tests.training.helpers import planted_rule_log, prepared, tiny_config
+
+    cfg = tiny_config(
+        tmp_path,
+        planted_rule_log(tmp_path / "log.csv", n_users=60),
+        **{
+            "train.max_epochs": 60,
+            "train.patience": 3,
+            "train.on_plateau": "decay",
+            "train.schedule.kind": "cosine",
+            "train.schedule.min_lr_ratio": 0.0,
+        },
+    )
+    result = fit(cfg, prepared(cfg), write_bundle=False)
+    after = result.derived["train.plateau_decay_after_epoch"]
+    assert result.epochs == after + 12 < 60  # 20% of the 60 planned epochs of annealing
+    assert result.history[-1]["lr"] < 1e-3 * cfg.train.optimizer.lr  # annealed to the floor, 0
