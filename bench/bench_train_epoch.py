@@ -122,6 +122,8 @@ def _config(
         runtime_key("precision"): args.precision,
         "tracking.enabled": "false",
     }
+    if args.batch is not None:
+        sets["train.batch_size"] = args.batch  # both runs
     if loss is not None:
         sets["loss.kind"] = loss
     overrides = [f"{k}={v}" for k, v in sets.items()]
@@ -216,6 +218,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="alternate project/reference runs this often")
     parser.add_argument("--reference", choices=["plain", "softmax", "none"], help="default: the shape's")
     parser.add_argument("--items", type=int, help="catalogue size of a synthetic log of the shape")
+    parser.add_argument("--batch", type=int, help="train.batch_size of both runs (default: the shape's)")
     parser.add_argument("--set", action="append", default=[], help="config override of the project's run")
     parser.add_argument("--smoke", action="store_true", help="a few hundred users, 3 steps: seconds")
     args = parser.parse_args()
