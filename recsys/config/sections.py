@@ -203,16 +203,19 @@ class TrainConfig(_Section):
         "decay",
         description=(
             "When smoothed val NDCG@10 has not improved for `patience` validations: decay, the "
-            "learning rate anneals to its floor over the next plateau_decay_fraction of the planned "
-            "epochs and the run ends there (any time after the warm-up); stop, the run stops at once "
-            "(not before early_stop_min_fraction of the schedule)."
+            "learning rate anneals to its floor over the next plateau_decay_fraction x the epochs done "
+            "and the run ends there (any time after the warm-up); stop, the run stops at once (not "
+            "before early_stop_min_fraction of the schedule)."
         ),
     )
     plateau_decay_fraction: float = Field(
-        0.2,
+        0.25,
         gt=0.0,
-        le=1.0,
-        description="on_plateau decay: the annealing's length as a share of the planned epochs.",
+        le=4.0,
+        description=(
+            "on_plateau decay: the annealing's length as a share of the epochs done at the plateau "
+            "(0.25: the last fifth of the run)."
+        ),
     )
     val_every_n_epochs: int = Field(1, ge=1, description="Validate every this many epochs.")
     val_users: int | None = Field(

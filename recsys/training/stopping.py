@@ -75,8 +75,9 @@ class SmoothedEarlyStopping(L.Callback):
     while the learning rate is still high says the model has learnt what it can at that rate, and what
     it still lacks is the annealing, which a cosine planned for a long budget would give it only at the
     end, after many epochs of overfitting at a high rate. So the decay is re-planned to run from the
-    current learning rate to its floor over the next ``decay_fraction`` of the planned epochs, and the
-    run ends there: the cosine is completed, never cut. Any time after the warm-up; once only.
+    current learning rate to its floor over the next ``decay_fraction`` x the epochs done so far (0.25:
+    the last fifth of the run, as in warm-up-stable-decay schedules), and the run ends there: the cosine
+    is completed, never cut. Any time after the warm-up; once only.
 
     Args:
         monitor: the metric (higher is better) in ``trainer.callback_metrics`` after validation.
@@ -86,7 +87,7 @@ class SmoothedEarlyStopping(L.Callback):
         min_fraction: share of ``trainer.max_epochs`` (read when deciding: a time budget changes it) that
             must be done before stopping (``stop`` only).
         on_plateau: ``"stop"`` or ``"decay"``.
-        decay_fraction: the annealing's length as a share of the planned epochs (``decay``).
+        decay_fraction: the annealing's length as a share of the epochs done (``decay``).
     """
 
     def __init__(
@@ -96,7 +97,7 @@ class SmoothedEarlyStopping(L.Callback):
         window: int = 3,
         min_fraction: float = 0.0,
         on_plateau: str = "stop",
-        decay_fraction: float = 0.2,
+        decay_fraction: float = 0.25,
     ) -> None:
         if on_plateau not in ("stop", "decay"):
             raise ValueError(f"on_plateau must be 'stop' or 'decay', got {on_plateau!r}")
@@ -131,14 +132,14 @@ class SmoothedEarlyStopping(L.Callback):
             self.stopped_epoch = trainer.current_epoch
 
     def _anneal(self, trainer: L.Trainer, module: L.LightningModule, done: int, planned: int) -> None:
-        """End the run ``decay_fraction`` of the plan from now, annealing the lr to its floor by then."""
+        """End the run ``decay_fraction`` x ``done`` epochs from now, the lr annealed to its floor."""
         schedule = getattr(module, "lr_schedule", None)
         if self.decay_epoch is not None or not isinstance(schedule, LRSchedule):
             return
         step = trainer.global_step
         if step < schedule.warmup:
             return  # still warming up: a plateau there says nothing about the rate
-        end = done + max(1, math.ceil(self.decay_fraction * planned))
+        end = done + max(1, math.ceil(self.decay_fraction * done))
         if end >= planned:
             return  # the planned decay ends sooner anyway
         steps_per_epoch = max(1, step // done)
