@@ -143,7 +143,12 @@ class TransformerBlock(nn.Module):
         if self.training and self.p_attention > 0.0:
             y = self._attention_with_dropout(q, k, v, mask, scale)  # [B, nh, Lq, hs]
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # [B, nh, Lq, hs]
+            if relative is not None and torch.compiler.is_exporting():
+                # The exporter's SDPA decomposition cannot take this float bias (a stride error); the
+                # same attention, written out, exports.
+                y = torch.matmul((torch.matmul(q, k.transpose(-1, -2)) * scale + mask).softmax(-1), v)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # [B, nh, Lq, hs]
         y = y.transpose(1, 2).reshape(B, q.shape[2], d)  # [B, Lq, d]
         return self.attn_out(y if rows is None else y[rows])  # [B, Lq, d] or [M, d]
 

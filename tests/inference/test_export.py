@@ -98,3 +98,23 @@ def test_unknown_format_is_refused(setup: Setup, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--format", "tflite", "--model", str(setup.bundle), "--out", str(tmp_path / "m")])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"relative_attention": True}, {"embedding_size": 8, "share_layers": True, "drop_path": 0.1}],
+    ids=["deberta", "albert"],
+)
+def test_bert_family_options_export_with_the_same_scores(tmp_path: Path, options: dict[str, object]) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from recsys.config import ModelConfig
+    from recsys.inference.export import check_onnx
+    from recsys.model.bert4rec import BERT4Rec
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.model_validate({"hidden_size": 16, "n_heads": 2, "max_len": 12, **options})
+    model = BERT4Rec(30, cfg).eval()
+    check = check_onnx(model, export_onnx(model, tmp_path / "model.onnx"))
+    assert check.same_top10 and check.max_abs_diff < 1e-4
