@@ -187,14 +187,8 @@ class TransformerBlock(nn.Module):
         is applied to ``v`` (L x hs) rather than to the weights (L x L), and dropping is one multiply."""
         B, nh, Lq, hs = q.shape
         Lk = k.shape[2]
-        if attn_mask is not None and attn_mask.is_floating_point():  # a relative-position bias
-            q3 = (q * scale).reshape(B * nh, Lq, hs)
-            kt = k.reshape(B * nh, Lk, hs).transpose(1, 2)  # [B*nh, hs, Lk]
-            att = torch.baddbmm(attn_mask.reshape(B * nh, Lq, Lk), q3, kt)  # [B*nh, Lq, Lk]
-            weights = att.view(B, nh, Lq, Lk).softmax(dim=-1)
-            keep, dscale = _keep_mask(weights.shape, self.p_attention, weights)
-            return torch.matmul(weights * keep, v * dscale)  # [B, nh, Lq, hs]
-        if _PAD_SOFTMAX_FROM <= Lk < _MIN_SOFTMAX_ROW:
+        relative = attn_mask is not None and attn_mask.is_floating_point()  # a relative-position bias
+        if not relative and _PAD_SOFTMAX_FROM <= Lk < _MIN_SOFTMAX_ROW:
             # PyTorch's CPU softmax (forward and backward) vectorises rows of >= 16 only: a 15-wide row
             # costs about 15x more per element (measured). Keys that are always masked (zero, with zero
             # values) make every row 16 wide; their weights are exactly 0. Below 8 keys the padding
@@ -213,13 +207,19 @@ class TransformerBlock(nn.Module):
         if attn_mask is None:
             att = torch.bmm(q3, kt)  # [B*nh, Lq, Lk]
         else:
-            bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
-                ~attn_mask, float("-inf")
-            )  # [B, 1, 1, Lk]
-            att = torch.baddbmm(bias.expand(B, nh, 1, Lk).reshape(B * nh, 1, Lk), q3, kt)  # [B*nh, Lq, Lk]
+            if relative:
+                bias = attn_mask.reshape(B * nh, Lq, Lk)
+            else:
+                bias = (
+                    torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
+                    .masked_fill_(~attn_mask, float("-inf"))  # [B, 1, 1, Lk]
+                    .expand(B, nh, 1, Lk)
+                    .reshape(B * nh, 1, Lk)
+                )
+            att = torch.baddbmm(bias, q3, kt)  # [B*nh, Lq, Lk]
         weights = att.view(B, nh, Lq, Lk).softmax(dim=-1)  # [B, nh, Lq, Lk]
-        keep, scale = _keep_mask(weights.shape, self.p_attention, weights)
-        return torch.matmul(weights * keep, v * scale)  # [B, nh, Lq, hs]
+        keep, dropout_scale = _keep_mask(weights.shape, self.p_attention, weights)
+        return torch.matmul(weights * keep, v * dropout_scale)  # [B, nh, Lq, hs]
 
     def feed_forward(self, x: Tensor) -> Tensor:
         """Position-wise ``Linear -> GELU -> Linear``; works on ``[B, L, d]`` or gathered ``[M, d]``."""
