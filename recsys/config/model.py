@@ -18,7 +18,7 @@ class ElectraConfig(_Section):
         description=(
             "ELECTRA: a small generator (sharing the item table) proposes items at the masked positions; "
             "the encoder also learns to tell real from replaced items at every position. An epoch "
-            "costs about 3.6x (amazon-toys, one CPU core)."
+            "costs about 3.6x (amazon-toys, one AMD EPYC core)."
         ),
     )
     generator_hidden: int = Field(32, ge=2, description="Width of the generator's encoder.")
