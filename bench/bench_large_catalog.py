@@ -58,7 +58,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     rss_import = _current_rss_bytes()
 
     n_items = args.n_items
-    model = BERT4Rec(n_items, ModelConfig(hidden_size=64, n_layers=2, n_heads=2, max_len=args.max_len))
+    model = BERT4Rec(
+        n_items,
+        ModelConfig(
+            hidden_size=64, n_layers=2, n_heads=2, max_len=args.max_len, dropout=0.1, attention_dropout=0.1
+        ),
+    )
     model.train()
     # Zipf-like popularity, so that popularity sampling and logQ are exercised as in real catalogues.
     counts = torch.zeros(n_items + 2, dtype=torch.long)

@@ -162,12 +162,17 @@ def _time_plain(cfg: Any, dataset: Any, args: argparse.Namespace) -> Timing:
     from plain_bert4rec import PlainBERT4Rec, plain_step
 
     from recsys.model.masking import mask_items
+    from recsys.training.auto import resolve_auto
     from recsys.training.datamodule import SequenceDataModule
 
-    m = cfg.model
+    m = resolve_auto(cfg, dataset)[0].model  # the dropout fit() resolves too
     torch.set_num_threads(args.threads or SHAPES[args.shape].threads)
     torch.manual_seed(cfg.train.seed)
-    model = PlainBERT4Rec(dataset.n_items, m.hidden_size, m.n_layers, m.n_heads, m.max_len, m.dropout).train()
+    dropout = m.resolved_dropout()[0]
+    model = PlainBERT4Rec(
+        dataset.n_items, m.hidden_size, m.n_layers, m.n_heads, m.resolved_max_len(), dropout
+    )
+    model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.optimizer.lr, betas=cfg.train.optimizer.betas
     )

@@ -114,6 +114,15 @@ class OptimizerConfig(_Section):
     lr: float = Field(2e-3, gt=0.0, allow_inf_nan=False, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
+    item_weight_decay: float | None = Field(
+        None,
+        ge=0.0,
+        description=(
+            "AdamW weight decay on the item table(s) alone (the input embedding and an untied output "
+            "table), in place of what decay_exclude gives them; null: as decay_exclude says. Sparse logs "
+            "(few events per item) overfit the item rows first."
+        ),
+    )
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
     lr_scaling: Literal["none", "sqrt", "linear"] = Field(

@@ -52,6 +52,7 @@ class BERT4Rec(nn.Module):
         self.mask_id = n_items + 1
         self.vocab_size = n_items + 2
         self.max_len = cfg.resolved_max_len()
+        self.p_dropout = cfg.resolved_dropout()[0]
         d = cfg.hidden_size
         e = self.output_size = cfg.embedding_size or d  # the item embedding's width (ALBERT: e < d)
 
@@ -153,7 +154,7 @@ class BERT4Rec(nn.Module):
         if self.embedding_projection is not None:
             emb = self.embedding_projection(emb)  # [B, L, d]
         x = self.embedding_norm(emb + pos)  # [B, L, d]
-        x = dropout(x, self.cfg.dropout, self.training)
+        x = dropout(x, self.p_dropout, self.training)
 
         keep = items != PAD  # [B, L]
         attn_mask: Tensor | None

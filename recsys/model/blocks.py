@@ -61,8 +61,7 @@ class TransformerBlock(nn.Module):
         d = cfg.hidden_size
         self.n_heads = cfg.n_heads
         self.norm_first = cfg.norm_first
-        self.p_dropout = cfg.dropout
-        self.p_attention = cfg.attention_dropout
+        self.p_dropout, self.p_attention = cfg.resolved_dropout()
         self.qkv = nn.Linear(d, 3 * d)  # fused: one GEMM instead of three
         self.attn_out = nn.Linear(d, d)
         self.ff_in = nn.Linear(d, cfg.ff_multiplier * d)

@@ -49,6 +49,10 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "norm" in lowered or "emb" in lowered or lowered.endswith("bias")
 
 
+_ITEM_TABLES = ("model.item_embedding.weight", "model.output_embedding")
+"""The ``[V, e]`` item tables, by parameter name (``train.optimizer.item_weight_decay``)."""
+
+
 class BERT4RecModule(L.LightningModule):
     """Masked-item training and full-ranking validation of :class:`BERT4Rec`."""
 
@@ -197,13 +201,21 @@ class BERT4RecModule(L.LightningModule):
         opt, sched = self.cfg.train.optimizer, self.cfg.train.schedule
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
+        items: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if opt.decay_exclude and _no_decay(name, param) else decay).append(param)
+            if opt.item_weight_decay is not None and name in _ITEM_TABLES:
+                items.append(param)
+            elif opt.decay_exclude and _no_decay(name, param):
+                no_decay.append(param)
+            else:
+                decay.append(param)
         groups = [{"params": decay, "weight_decay": opt.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
+        if items:
+            groups.append({"params": items, "weight_decay": opt.item_weight_decay})
         # Fused: one pass over each parameter and its moments instead of a dozen, and no temporaries.
         # Not under mixed precision: Lightning refuses to clip the gradients of an optimizer that
         # unscales them itself, which is what a fused AdamW declares.

@@ -114,7 +114,9 @@ def test_bert_family_options_export_with_the_same_scores(tmp_path: Path, options
     from recsys.model.bert4rec import BERT4Rec
 
     torch.manual_seed(0)
-    cfg = ModelConfig.model_validate({"hidden_size": 16, "n_heads": 2, "max_len": 12, **options})
+    cfg = ModelConfig.model_validate(
+        {"hidden_size": 16, "n_heads": 2, "max_len": 12, "dropout": 0.1, "attention_dropout": 0.1, **options}
+    )
     model = BERT4Rec(30, cfg).eval()
     check = check_onnx(model, export_onnx(model, tmp_path / "model.onnx"))
     assert check.same_top10 and check.max_abs_diff < 1e-4

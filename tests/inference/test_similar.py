@@ -16,7 +16,15 @@ N_ITEMS = 11
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def model(request: pytest.FixtureRequest) -> BERT4Rec:
     torch.manual_seed(3)
-    cfg = ModelConfig(hidden_size=8, n_layers=1, n_heads=2, max_len=4, tied_output=request.param)
+    cfg = ModelConfig(
+        hidden_size=8,
+        n_layers=1,
+        n_heads=2,
+        max_len=4,
+        tied_output=request.param,
+        dropout=0.1,
+        attention_dropout=0.1,
+    )
     return BERT4Rec(N_ITEMS, cfg).eval()
 
 

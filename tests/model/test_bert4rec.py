@@ -17,7 +17,14 @@ N_ITEMS = 30
 
 
 def small_cfg(**overrides: object) -> ModelConfig:
-    base: dict[str, object] = {"hidden_size": 16, "n_layers": 2, "n_heads": 2, "max_len": 8}
+    base: dict[str, object] = {
+        "hidden_size": 16,
+        "n_layers": 2,
+        "n_heads": 2,
+        "max_len": 8,
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+    }
     base.update(overrides)
     return ModelConfig.model_validate(base)
 
@@ -230,7 +237,10 @@ def test_predict_next_with_huge_catalogue_scores_only_the_mask_position() -> Non
     """No op may produce a [B, L, V] tensor: the largest output is the [B, V] score matrix."""
     n_items = 1_000_000
     torch.manual_seed(0)
-    model = BERT4Rec(n_items, ModelConfig(hidden_size=8, n_layers=1, n_heads=1, max_len=8)).eval()
+    model = BERT4Rec(
+        n_items,
+        ModelConfig(hidden_size=8, n_layers=1, n_heads=1, max_len=8, dropout=0.1, attention_dropout=0.1),
+    ).eval()
     history = torch.randint(1, n_items + 1, (3, 20))
     with torch.no_grad(), _LargestOutput() as spy:
         scores = model.predict_next(history)

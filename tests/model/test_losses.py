@@ -26,7 +26,10 @@ N_ITEMS = 40
 @pytest.fixture
 def model() -> BERT4Rec:
     torch.manual_seed(0)
-    m = BERT4Rec(N_ITEMS, ModelConfig(hidden_size=16, n_layers=1, n_heads=2, max_len=8)).eval()
+    m = BERT4Rec(
+        N_ITEMS,
+        ModelConfig(hidden_size=16, n_layers=1, n_heads=2, max_len=8, dropout=0.1, attention_dropout=0.1),
+    ).eval()
     with torch.no_grad():  # make scores spread out so that the comparisons mean something
         m.item_embedding.weight.mul_(20)
         assert m.item_bias is not None

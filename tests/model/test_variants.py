@@ -16,7 +16,14 @@ ITEMS = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 31], [7, 8, 9, 10, 11,
 
 def make_model(seed: int = 0, **overrides: object) -> BERT4Rec:
     torch.manual_seed(seed)
-    base: dict[str, object] = {"hidden_size": 16, "n_layers": 2, "n_heads": 2, "max_len": 8}
+    base: dict[str, object] = {
+        "hidden_size": 16,
+        "n_layers": 2,
+        "n_heads": 2,
+        "max_len": 8,
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+    }
     return BERT4Rec(N_ITEMS, ModelConfig.model_validate({**base, **overrides})).eval()
 
 

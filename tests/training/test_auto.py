@@ -1,4 +1,5 @@
-"""``auto`` settings resolved from the data: max_len from the history lengths, logged and shipped."""
+"""``auto`` settings resolved from the data (max_len from the history lengths, dropout from the events per
+item), logged and shipped."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from recsys.config import load_config
-from recsys.training.auto import MAX_LEN_BOUNDS, auto_max_len, resolve_auto
+from recsys.training.auto import DROPOUT_RULE, MAX_LEN_BOUNDS, auto_dropout, auto_max_len, resolve_auto
 from recsys.training.bundle import load_bundle
 from recsys.training.fit import fit
 from tests.training.helpers import planted_rule_log, prepared, tiny_config
@@ -34,6 +35,30 @@ def test_the_default_is_auto_and_a_number_passes_through(tmp_path: Path) -> None
     assert resolve_auto(cfg, prepared(cfg)) == (cfg, {})
     with pytest.raises(ValueError, match="auto"):
         load_config(None, []).model.resolved_max_len()
+    with pytest.raises(ValueError, match="dropout is 'auto'"):
+        load_config(None, []).model.resolved_dropout()
+
+
+def test_auto_dropout_by_events_per_item() -> None:
+    threshold, dense, sparse = DROPOUT_RULE
+    assert (dense, sparse) == (0.1, 0.3)
+    assert auto_dropout(289 * 3416, 3416) == dense  # ML-1M's training events per item
+    assert auto_dropout(128_773, 11_924) == sparse  # amazon-toys: 10.8 per item
+    assert auto_dropout(int(threshold * 100), 100) == dense  # the threshold itself is dense
+    assert auto_dropout(int(threshold * 100) - 1, 100) == sparse
+    assert auto_dropout(0, 0) == sparse
+
+
+def test_fit_resolves_dropout_and_ships_it(tmp_path: Path) -> None:
+    # 80 users x 38 training events over 40 items: 76 per item, dense, so 0.1; one side pinned.
+    source = planted_rule_log(tmp_path / "log.csv", n_users=80, length=40)
+    overrides = {"model.dropout": "auto", "model.attention_dropout": 0.05, "train.max_epochs": 1}
+    cfg = tiny_config(tmp_path, source, **overrides)
+    result = fit(cfg, prepared(cfg))
+    assert result.derived["model.dropout"] == 0.1 and "model.attention_dropout" not in result.derived
+    assert result.config.model.resolved_dropout() == (0.1, 0.05)
+    bundle = load_bundle(result.bundle_path)
+    assert bundle.config.model.resolved_dropout() == (0.1, 0.05)
 
 
 def test_fit_resolves_max_len_and_ships_it(tmp_path: Path) -> None:

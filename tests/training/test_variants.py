@@ -70,3 +70,25 @@ def test_lr_scaling_follows_the_global_batch() -> None:
     assert lr("none", 512) == 1e-3
     assert lr("sqrt", 512) == pytest.approx(2e-3) and lr("linear", 512) == pytest.approx(4e-3)
     assert lr("linear", 64) == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_item_weight_decay_puts_the_item_tables_in_their_own_group(tmp_path: Path, tied: bool) -> None:
+    from recsys.training.module import BERT4RecModule
+
+    def groups(**overrides: object) -> list[tuple[float, set[str]]]:
+        cfg = tiny_config(
+            tmp_path, tmp_path / "log.csv", **{"model.tied_output": str(tied).lower(), **overrides}
+        )
+        module = BERT4RecModule(20, cfg)
+        names = {id(p): n for n, p in module.named_parameters()}
+        optimizer = module.configure_optimizers()["optimizer"]
+        return [(g["weight_decay"], {names[id(p)] for p in g["params"]}) for g in optimizer.param_groups]
+
+    tables = {"model.item_embedding.weight"} | (set() if tied else {"model.output_embedding"})
+    default = groups()
+    assert all(not (tables & names) for decay, names in default if decay > 0)  # excluded, as before
+    split = groups(**{"train.optimizer.item_weight_decay": 0.3, "train.optimizer.weight_decay": 0.01})
+    assert (0.3, tables) in split
+    others = set().union(*(names for decay, names in split if decay != 0.3))
+    assert not (tables & others) and "model.position_embedding.weight" in others
