@@ -39,7 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 ML1M_BAR_S = 2.0
 LARGE_BAR_GIB = 4.0
-ML1M_SHAPE = {"model.hidden_size": 64, "model.n_layers": 2, "model.n_heads": 2, "model.max_len": 200}
+ML1M_SHAPE = {
+    "model.hidden_size": 64,
+    "model.n_layers": 2,
+    "model.n_heads": 2,
+    "model.max_len": 200,
+    "model.dropout": 0.1,  # what dropout: auto gives ML-1M; the untrained model is built without fit()
+    "model.attention_dropout": 0.1,
+}
 
 
 def _peak_rss() -> int:
