@@ -12,21 +12,9 @@ from recsys.config import ModelConfig
 from recsys.model import blocks
 from recsys.model.bert4rec import BERT4Rec
 from recsys.model.blocks import _keep_mask, dropout
+from tests.model.helpers import small_cfg
 
 N_ITEMS = 30
-
-
-def small_cfg(**overrides: object) -> ModelConfig:
-    base: dict[str, object] = {
-        "hidden_size": 16,
-        "n_layers": 2,
-        "n_heads": 2,
-        "max_len": 8,
-        "dropout": 0.1,
-        "attention_dropout": 0.1,
-    }
-    base.update(overrides)
-    return ModelConfig.model_validate(base)
 
 
 def make_model(seed: int = 0, **overrides: object) -> BERT4Rec:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys.config import ElectraConfig, ModelConfig
+from recsys.config import ElectraConfig
 from recsys.model.bert4rec import BERT4Rec
 from recsys.model.electra import ReplacedItemDetection
 from recsys.model.losses import FullSoftmax
+from tests.model.helpers import small_cfg
 
 N_ITEMS = 30
 ITEMS = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 31], [7, 8, 9, 10, 11, 12]])
@@ -16,15 +17,7 @@ ITEMS = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 31], [7, 8, 9, 10, 11,
 
 def make_model(seed: int = 0, **overrides: object) -> BERT4Rec:
     torch.manual_seed(seed)
-    base: dict[str, object] = {
-        "hidden_size": 16,
-        "n_layers": 2,
-        "n_heads": 2,
-        "max_len": 8,
-        "dropout": 0.1,
-        "attention_dropout": 0.1,
-    }
-    return BERT4Rec(N_ITEMS, ModelConfig.model_validate({**base, **overrides})).eval()
+    return BERT4Rec(N_ITEMS, small_cfg(**overrides)).eval()
 
 
 def n_params(model: torch.nn.Module) -> int:
