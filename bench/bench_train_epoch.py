@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/bench_train_epoch.py --shape ml1m            # the published ML-1M configuration
     taskset -c 0 .venv/bin/python bench/bench_train_epoch.py --shape ecommerce --steps 150
+    # the same at the masking rate the defaults had before mask_prob auto (0.5 on this sparse shape)
+    taskset -c 0 .venv/bin/python bench/bench_train_epoch.py --shape ecommerce --steps 150 \
+        --set-both masking.mask_prob=0.3
     .venv/bin/python bench/bench_train_epoch.py --shape large --steps 40
     .venv/bin/python bench/bench_train_epoch.py --shape ecommerce --smoke   # seconds: the test suite runs it
     # the loss.kind auto threshold: sampled (auto's settings) against full softmax at a catalogue size
@@ -124,10 +127,10 @@ def _config(
     }
     if args.batch is not None:
         sets["train.batch_size"] = args.batch  # both runs
+    overrides = [f"{k}={v}" for k, v in sets.items()] + args.set_both
     if loss is not None:
-        sets["loss.kind"] = loss
-    overrides = [f"{k}={v}" for k, v in sets.items()]
-    if loss is None:  # --set applies to the project's run, not to the full-softmax reference
+        overrides.append(f"loss.kind={loss}")
+    else:  # --set applies to the project's run, not to the full-softmax reference
         overrides += args.set
     return load_config(None, overrides)
 
@@ -165,7 +168,8 @@ def _time_plain(cfg: Any, dataset: Any, args: argparse.Namespace) -> Timing:
     from recsys.training.auto import resolve_auto
     from recsys.training.datamodule import SequenceDataModule
 
-    m = resolve_auto(cfg, dataset)[0].model  # the dropout fit() resolves too
+    cfg = resolve_auto(cfg, dataset)[0]  # the dropout and masking rate fit() resolves too
+    m = cfg.model
     torch.set_num_threads(args.threads or SHAPES[args.shape].threads)
     torch.manual_seed(cfg.train.seed)
     dropout = m.resolved_dropout()[0]
@@ -225,6 +229,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, help="catalogue size of a synthetic log of the shape")
     parser.add_argument("--batch", type=int, help="train.batch_size of both runs (default: the shape's)")
     parser.add_argument("--set", action="append", default=[], help="config override of the project's run")
+    parser.add_argument(
+        "--set-both", action="append", default=[], help="config override of both runs (e.g. masking)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few hundred users, 3 steps: seconds")
     args = parser.parse_args()
     if args.smoke:

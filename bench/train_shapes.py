@@ -31,8 +31,9 @@ class Shape:
     sets: dict[str, Any] = field(default_factory=dict)
 
 
-_RECIPE = {  # the short-sequence shapes: the library defaults (batch 128, dropout 0.1, mask 0.3,
-    # last-item 0.2, sliding windows) at the max_len the e-commerce shape trained with
+_RECIPE = {  # the short-sequence shapes: the library defaults (batch 128, last-item 0.2, sliding
+    # windows; dropout and mask_prob auto: 0.3 and 0.5 at 5 training events per item) at the max_len
+    # the e-commerce shape trained with
     "model.max_len": 50,
 }
 _ECOMMERCE = {"n_users": 40_226, "n_items": 54_542, "n_interactions": 353_989, "min_user_events": 5}

@@ -54,7 +54,7 @@ def mask_items(
     random_items = torch.randint(1, n_items + 1, (B, L), generator=generator, device=device)
     last_only = torch.rand((B,), generator=generator, device=device) < cfg.last_item_prob  # [B]
 
-    targets = real & (coin < cfg.mask_prob)  # [B, L]
+    targets = real & (coin < cfg.resolved_mask_prob())  # [B, L]
     # At least one target per non-empty sequence. In a row with no target every real coin is >= mask_prob
     # and i.i.d., so the smallest one is a uniformly random real position: no extra draw needed.
     empty_row = ~targets.any(dim=1) & real.any(dim=1)  # [B]

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from recsys.config import load_config
-from recsys.training.auto import DROPOUT_RULE, MAX_LEN_BOUNDS, auto_dropout, auto_max_len, resolve_auto
+from recsys.training.auto import (
+    DROPOUT_RULE,
+    MASK_RULE,
+    MAX_LEN_BOUNDS,
+    auto_dropout,
+    auto_mask_prob,
+    auto_max_len,
+    resolve_auto,
+)
 from recsys.training.bundle import load_bundle
 from recsys.training.fit import fit
 from tests.training.helpers import planted_rule_log, prepared, tiny_config
@@ -70,3 +78,24 @@ def test_fit_resolves_max_len_and_ships_it(tmp_path: Path) -> None:
     assert result.config.model.max_len == 40 and cfg.model.max_len == "auto"
     bundle = load_bundle(result.bundle_path)
     assert bundle.config.model.max_len == 40 and bundle.model.max_len == 40
+
+
+def test_auto_mask_prob_by_events_per_item() -> None:
+    threshold, dense, sparse = MASK_RULE
+    assert (threshold, dense, sparse) == (DROPOUT_RULE[0], 0.3, 0.5)
+    assert auto_mask_prob(289 * 3416, 3416) == dense  # ML-1M
+    assert auto_mask_prob(128_773, 11_924) == sparse  # amazon-toys
+    assert auto_mask_prob(int(threshold * 100), 100) == dense
+    assert auto_mask_prob(int(threshold * 100) - 1, 100) == sparse
+    assert load_config(None, []).masking.mask_prob == "auto"
+    with pytest.raises(ValueError, match="mask_prob is 'auto'"):
+        load_config(None, []).masking.resolved_mask_prob()
+
+
+def test_fit_resolves_mask_prob_and_ships_it(tmp_path: Path) -> None:
+    # 30 users x 38 training events over 40 items: 28.5 per item, sparse, so 0.5.
+    source = planted_rule_log(tmp_path / "log.csv", n_users=30, length=40)
+    cfg = tiny_config(tmp_path, source, **{"masking.mask_prob": "auto", "train.max_epochs": 1})
+    result = fit(cfg, prepared(cfg))
+    assert result.derived["masking.mask_prob"] == 0.5
+    assert load_bundle(result.bundle_path).config.masking.resolved_mask_prob() == 0.5
