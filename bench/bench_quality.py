@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import tempfile
 import time
@@ -200,7 +199,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    from recsys import console
+
+    console.setup()  # the CLI's log lines on stderr, Lightning's banner and known warnings dropped
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         work = args.workdir or Path(tmp)
         result = run(args, work)

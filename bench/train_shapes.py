@@ -50,6 +50,7 @@ SHAPES = {
             "masking.mask_prob": 0.2,
             "masking.last_item_prob": 0.0,
             "train.batch_size": 128,
+            "model.relative_attention": False,  # the published model: absolute positions only
         },
     ),
     "ecommerce": Shape("ecommerce", 1, "softmax", {**_ECOMMERCE, "min_item_events": 1}, _RECIPE),

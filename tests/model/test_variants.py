@@ -99,7 +99,7 @@ def test_relative_bias_is_deberta_c2p_plus_p2c() -> None:
 
 def test_relative_attention_sees_order_without_absolute_positions() -> None:
     """With the absolute position table zeroed, only the relative terms can tell two orders apart."""
-    plain, relative = make_model(), make_model(relative_attention=True)
+    plain, relative = make_model(relative_attention=False), make_model(relative_attention=True)
     with torch.no_grad():
         for model in (plain, relative):
             model.position_embedding.weight.zero_()
