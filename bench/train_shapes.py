@@ -1,10 +1,12 @@
 """The dataset shapes of ``bench_train_epoch.py``, their training configurations, and analytic FLOPs.
 
 * ``ml1m``: the real ML-1M (``../shared/data/ml-1m/ml-1m.txt``) at the published configuration: hidden
-  64, 2 blocks, 2 heads, max_len 200, batch 128, mask probability 0.2, no last-item masking, two threads.
+  64, 2 blocks, 2 heads, max_len 200, batch 128, mask probability 0.2, no last-item masking, absolute
+  positions only (no relative attention), two threads.
 * ``ecommerce``: the seeded synthetic generator at the shape of an Amazon review set: 40,226 users,
   54,542 items, 8.8 events per user (at least 5), every item present, power-law popularity; max_len 50,
-  otherwise the library defaults (batch 128, mask 0.3, last-item 0.2, dropout 0.1), one thread
+  otherwise the library defaults (batch 128, last-item 0.2, relative attention; dropout and mask_prob
+  auto: 0.3 and 0.5 at 5 training events per item), one thread
   (``--batch 64`` for the batch the shape was first measured with).
 * ``large``: the same model over a 1,000,000-item catalogue (100,000 users, 25 events each).
 

@@ -86,15 +86,19 @@ class TransformerBlock(nn.Module):
         n_rel = relative.shape[0]
         far = (n_rel - 1) // 2
         assert self.pos_key is not None and self.pos_query is not None
-        kr = self.pos_key(relative).view(n_rel, nh, hs).transpose(0, 1)  # [nh, 2R+1, hs]
-        qr = self.pos_query(relative).view(n_rel, nh, hs).transpose(0, 1)  # [nh, 2R+1, hs]
+        # The score scale goes on the small [nh, 2R+1, hs] tables, not on the [B, nh, Lq, L] result, and
+        # the sum is formed in place in the gathered tensor: every pass over the L x L bias counts (it
+        # is most of what relative attention adds to an epoch and to batch scoring).
+        scale = (3 * hs) ** -0.5
+        kr = self.pos_key(relative).view(n_rel, nh, hs).transpose(0, 1) * scale  # [nh, 2R+1, hs]
+        qr = self.pos_query(relative).view(n_rel, nh, hs).transpose(0, 1) * scale  # [nh, 2R+1, hs]
         query_pos = torch.arange(L - Lq, L, device=q.device)
         key_pos = torch.arange(L, device=q.device)
         ahead = (key_pos[None, :] - query_pos[:, None]).clamp(-far, far) + far  # [Lq, L]: j - i
-        c2p = torch.matmul(q, kr.transpose(1, 2)).gather(-1, ahead.expand(B, nh, Lq, L))  # [B, nh, Lq, L]
+        bias = torch.matmul(q, kr.transpose(1, 2)).gather(-1, ahead.expand(B, nh, Lq, L))  # [B, nh, Lq, L]
         behind = (2 * far - ahead).T  # [L, Lq]: i - j, for key j and query i
         p2c = torch.matmul(k, qr.transpose(1, 2)).gather(-1, behind.expand(B, nh, L, Lq))  # [B, nh, L, Lq]
-        return (c2p + p2c.transpose(-1, -2)) * (3 * hs) ** -0.5
+        return bias.add_(p2c.transpose(-1, -2))  # gather's backward needs neither output
 
     def attention(
         self,
@@ -137,7 +141,7 @@ class TransformerBlock(nn.Module):
         if relative is not None:
             mask = self.relative_bias(q, k, relative)
             if attn_mask is not None:
-                mask = mask.masked_fill(~attn_mask, float("-inf"))
+                mask = mask.masked_fill_(~attn_mask, float("-inf"))  # the bias is this call's own tensor
             scale = (3 * hs) ** -0.5
         if self.training and self.p_attention > 0.0:
             y = self._attention_with_dropout(q, k, v, mask, scale)  # [B, nh, Lq, hs]
