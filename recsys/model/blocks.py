@@ -141,7 +141,7 @@ class TransformerBlock(nn.Module):
         if relative is not None:
             mask = self.relative_bias(q, k, relative)
             if attn_mask is not None:
-                mask = mask.masked_fill_(~attn_mask, float("-inf"))  # the bias is this call's own tensor
+                mask.masked_fill_(~attn_mask, float("-inf"))  # the bias is this call's own tensor
             scale = (3 * hs) ** -0.5
         if self.training and self.p_attention > 0.0:
             y = self._attention_with_dropout(q, k, v, mask, scale)  # [B, nh, Lq, hs]
