@@ -18,6 +18,20 @@ from recsys.config import ModelConfig
 
 __all__ = ["TransformerBlock", "dropout"]
 
+
+def _distance_index(n_query: int, n_key: int, n_rel: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Flat indices ``[n_query * n_key]`` into the relative score tables: query ``i`` (position
+    ``n_key - n_query + i``) and key ``j`` read ``c2p[i, clamp(j - i) + R]`` and
+    ``p2c[j, clamp(i - j) + R]``."""
+    far = (n_rel - 1) // 2
+    query_pos = torch.arange(n_key - n_query, n_key, device=device)
+    key_pos = torch.arange(n_key, device=device)
+    ahead = (key_pos[None, :] - query_pos[:, None]).clamp(-far, far) + far  # [n_query, n_key]: j - i + R
+    c2p = torch.arange(n_query, device=device)[:, None] * n_rel + ahead
+    p2c = key_pos[None, :] * n_rel + (2 * far - ahead)
+    return c2p.reshape(-1), p2c.reshape(-1)
+
+
 _CHUNK_BYTES = 8 * 2**20  # target size of one materialised attention-weight block on CPU (see below)
 _MIN_SOFTMAX_ROW = 16  # shortest softmax row PyTorch's CPU kernel vectorises (see _attention_chunk)
 _PAD_SOFTMAX_FROM = 8  # shorter rows are left as they are: padding them costs more than it saves
@@ -72,7 +86,7 @@ class TransformerBlock(nn.Module):
         self.pos_key: nn.Linear | None = nn.Linear(d, d) if cfg.relative_attention else None
         self.pos_query: nn.Linear | None = nn.Linear(d, d) if cfg.relative_attention else None
 
-    def relative_bias(self, q: Tensor, k: Tensor, relative: Tensor) -> Tensor:
+    def relative_bias(self, q: Tensor, k: Tensor, relative: Tensor, key_mask: Tensor | None = None) -> Tensor:
         """DeBERTa's disentangled position terms of the attention scores, ``[B, nh, Lq, L]``.
 
         ``score(i, j) = (q_i k_j + q_i Kr[j - i] + k_j Qr[i - j]) / sqrt(3 hs)``: content-to-position
@@ -80,25 +94,70 @@ class TransformerBlock(nn.Module):
         item is seen from ``i - j`` steps away). ``relative: [2R + 1, d]`` holds one row per clipped
         distance ``-R..R``; ``Kr`` and ``Qr`` are this block's projections of it. Query ``i`` of ``Lq``
         is position ``L - Lq + i`` (the last ones: ``last_only`` asks for the final position).
+        ``key_mask`` (``Bool[B, 1, 1, L]``, True where a key counts) puts ``-inf`` at the other keys.
         """
+        kr, qr = self._relative_tables(relative, q.shape[-1])
+        index = _distance_index(q.shape[2], k.shape[2], relative.shape[0], q.device)
+        return self._relative_bias(q, k, kr, qr, index, key_mask)
+
+    def _relative_tables(self, relative: Tensor, hs: int) -> tuple[Tensor, Tensor]:
+        """This block's key and query projections of the distance table, ``[nh, 2R + 1, hs]`` each, with
+        the score scale on them (the small tables, not the ``[B, nh, Lq, L]`` result)."""
+        assert self.pos_key is not None and self.pos_query is not None
+        n_rel, scale = relative.shape[0], (3 * hs) ** -0.5
+        kr = self.pos_key(relative).view(n_rel, self.n_heads, hs).transpose(0, 1) * scale
+        qr = self.pos_query(relative).view(n_rel, self.n_heads, hs).transpose(0, 1) * scale
+        return kr, qr
+
+    @staticmethod
+    def _relative_bias(
+        q: Tensor, k: Tensor, kr: Tensor, qr: Tensor, index: tuple[Tensor, Tensor], key_mask: Tensor | None
+    ) -> Tensor:
+        """The bias from the scaled tables and :func:`_distance_index`'s flat indices.
+
+        Both terms are gathered from their small ``[B, nh, *, 2R + 1]`` score tables straight into the
+        ``[Lq, L]`` layout (no transposed pass), and masked keys get ``-inf`` in the small
+        position-to-content table, which the sum carries over (no masking pass over ``L x L``)."""
+        B, nh, Lq, _ = q.shape
+        L = k.shape[2]
+        c2p = torch.matmul(q, kr.transpose(1, 2))  # [B, nh, Lq, 2R+1]: query i against distance r
+        p2c = torch.matmul(k, qr.transpose(1, 2))  # [B, nh, L, 2R+1]: key j against distance r
+        if key_mask is not None:
+            p2c = p2c.masked_fill(~key_mask.transpose(-1, -2), float("-inf"))  # [B, 1, L, 1]
+        bias = c2p.flatten(2).gather(-1, index[0].expand(B, nh, -1))  # [B, nh, Lq * L]
+        # In place: gather's backward needs neither output.
+        return bias.add_(p2c.flatten(2).gather(-1, index[1].expand(B, nh, -1))).view(B, nh, Lq, L)
+
+    def _relative_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, relative: Tensor
+    ) -> Tensor:
+        """Attention with the relative bias, ``[B, nh, Lq, hs]``. On CPU the bias is built and used a few
+        sequences at a time (``_CHUNK_BYTES`` each), so it stays in cache and under glibc's mmap
+        threshold: a whole batch's ``[B, nh, L, L]`` bias is hundreds of MB of freshly faulted pages
+        (building it whole was half the cost of scoring a batch, measured)."""
         B, nh, Lq, hs = q.shape
         L = k.shape[2]
-        n_rel = relative.shape[0]
-        far = (n_rel - 1) // 2
-        assert self.pos_key is not None and self.pos_query is not None
-        # The score scale goes on the small [nh, 2R+1, hs] tables, not on the [B, nh, Lq, L] result, and
-        # the sum is formed in place in the gathered tensor: every pass over the L x L bias counts (it
-        # is most of what relative attention adds to an epoch and to batch scoring).
         scale = (3 * hs) ** -0.5
-        kr = self.pos_key(relative).view(n_rel, nh, hs).transpose(0, 1) * scale  # [nh, 2R+1, hs]
-        qr = self.pos_query(relative).view(n_rel, nh, hs).transpose(0, 1) * scale  # [nh, 2R+1, hs]
-        query_pos = torch.arange(L - Lq, L, device=q.device)
-        key_pos = torch.arange(L, device=q.device)
-        ahead = (key_pos[None, :] - query_pos[:, None]).clamp(-far, far) + far  # [Lq, L]: j - i
-        bias = torch.matmul(q, kr.transpose(1, 2)).gather(-1, ahead.expand(B, nh, Lq, L))  # [B, nh, Lq, L]
-        behind = (2 * far - ahead).T  # [L, Lq]: i - j, for key j and query i
-        p2c = torch.matmul(k, qr.transpose(1, 2)).gather(-1, behind.expand(B, nh, L, Lq))  # [B, nh, L, Lq]
-        return bias.add_(p2c.transpose(-1, -2))  # gather's backward needs neither output
+        kr, qr = self._relative_tables(relative, hs)
+        index = _distance_index(Lq, L, relative.shape[0], q.device)
+        exporting = torch.compiler.is_exporting()
+
+        def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
+            bias = self._relative_bias(q, k, kr, qr, index, key_mask)
+            if self.training and self.p_attention > 0.0:
+                return self._attention_with_dropout(q, k, v, bias, scale)
+            if exporting:
+                # The exporter's SDPA decomposition cannot take this float bias (a stride error); the
+                # same attention, written out, exports.
+                return torch.matmul((torch.matmul(q, k.transpose(-1, -2)) * scale + bias).softmax(-1), v)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+
+        chunk = B if q.device.type != "cpu" or exporting else max(1, _CHUNK_BYTES // (nh * Lq * L * 4))
+        if chunk >= B:
+            return attend(q, k, v, attn_mask)
+        qs, ks, vs = q.split(chunk), k.split(chunk), v.split(chunk)
+        masks: list[Tensor | None] = [None] * len(qs) if attn_mask is None else list(attn_mask.split(chunk))
+        return torch.cat([attend(*blk) for blk in zip(qs, ks, vs, masks, strict=True)])
 
     def attention(
         self,
@@ -136,22 +195,12 @@ class TransformerBlock(nn.Module):
                 .permute(2, 0, 3, 1, 4)  # [3, B, nh, L, hs]
                 .unbind(0)
             )
-        mask: Tensor | None = attn_mask  # Bool[B, 1, 1, L], or the float scores' bias [B, nh, Lq, L]
-        scale = hs**-0.5
         if relative is not None:
-            mask = self.relative_bias(q, k, relative)
-            if attn_mask is not None:
-                mask.masked_fill_(~attn_mask, float("-inf"))  # the bias is this call's own tensor
-            scale = (3 * hs) ** -0.5
-        if self.training and self.p_attention > 0.0:
-            y = self._attention_with_dropout(q, k, v, mask, scale)  # [B, nh, Lq, hs]
+            y = self._relative_attention(q, k, v, attn_mask, relative)  # [B, nh, Lq, hs]
+        elif self.training and self.p_attention > 0.0:
+            y = self._attention_with_dropout(q, k, v, attn_mask)
         else:
-            if relative is not None and torch.compiler.is_exporting():
-                # The exporter's SDPA decomposition cannot take this float bias (a stride error); the
-                # same attention, written out, exports.
-                y = torch.matmul((torch.matmul(q, k.transpose(-1, -2)) * scale + mask).softmax(-1), v)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # [B, nh, Lq, hs]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, nh, Lq, hs]
         y = y.transpose(1, 2).reshape(B, q.shape[2], d)  # [B, Lq, d]
         return self.attn_out(y if rows is None else y[rows])  # [B, Lq, d] or [M, d]
 

@@ -174,3 +174,32 @@ def test_relative_attention_dropout_path_matches_sdpa(padded: bool) -> None:
     explicit = block._attention_with_dropout(q, k, v, bias, scale=24**-0.5)
     reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=24**-0.5)
     assert torch.allclose(explicit, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_relative_attention_in_chunks_matches_one_pass(
+    training: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU path builds the bias a few sequences at a time; the result (and the gradient) is the
+    whole-batch bias with masked keys at -inf, through SDPA."""
+    from recsys.model import blocks
+
+    model = make_model(relative_attention=True, relative_distance=3)
+    block = model.blocks[0].train(training)
+    block.p_attention = 1e-9 if training else block.p_attention  # nothing dropped: comparable to SDPA
+    table = torch.randn(7, 16)
+    q, k, v = torch.randn(3, 5, 2, 9, 8).unbind(0)
+    keep = torch.ones(5, 1, 1, 9, dtype=torch.bool)
+    keep[1, ..., :4] = keep[3, ..., :1] = False  # left padding of two sequences
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=block.relative_bias(q, k, table).masked_fill(~keep, float("-inf")), scale=24**-0.5
+    )
+    want_grads = torch.autograd.grad(want.square().sum(), (q, k, v))
+    monkeypatch.setattr(blocks, "_CHUNK_BYTES", 2 * 9 * 9 * 4 * 2)  # two sequences per chunk: 3 chunks
+    got = block._relative_attention(q, k, v, keep, table)
+    got_grads = torch.autograd.grad(got.square().sum(), (q, k, v))
+    assert torch.allclose(got, want, atol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        assert torch.allclose(g, w, atol=1e-4)
