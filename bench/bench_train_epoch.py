@@ -138,6 +138,7 @@ def _config(
 def _time_fit(cfg: Any, dataset: Any, args: argparse.Namespace) -> tuple[Timing, str]:
     """The project's path through ``fit()``; returns the timing and the loss ``auto`` resolved to."""
     from recsys.model.losses import resolve_loss
+    from recsys.training.auto import resolve_auto
     from recsys.training.datamodule import SequenceDataModule
     from recsys.training.fit import fit
 
@@ -150,7 +151,10 @@ def _time_fit(cfg: Any, dataset: Any, args: argparse.Namespace) -> tuple[Timing,
 
     clock = StepClock(args.warmup, args.steps, flops_of)
     fit(cfg, dataset, write_bundle=False, callbacks=[clock])
-    steps = SequenceDataModule(dataset, m, cfg.masking, cfg.train, cfg.eval).train_batches_per_epoch()
+    resolved = resolve_auto(cfg, dataset)[0]  # the batch size fit() resolves
+    steps = SequenceDataModule(
+        dataset, resolved.model, resolved.masking, resolved.train, cfg.eval
+    ).train_batches_per_epoch()
     label = (
         loss.kind
         if loss.kind == "softmax"

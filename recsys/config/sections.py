@@ -164,7 +164,15 @@ class ScheduleConfig(_Section):
 
 class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for masking, initialisation, shuffling and sampling.")
-    batch_size: int = Field(128, ge=1, description="Sequences per batch.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Sequences per batch (per device). auto: 128, halved (down to 32) while an epoch would have "
+            "fewer than 100 optimizer steps, so small logs still get enough updates (ML-1M: 8.7k "
+            "windows, 64, chosen by validation: 0.1694 against 0.1667 at 128; the Amazon sets: 128); "
+            "the value used is logged."
+        ),
+    )
     max_epochs: int | None = Field(
         None,
         ge=1,
@@ -255,6 +263,12 @@ class TrainConfig(_Section):
         gt=0,
         description="Hard stop after this long, mid-schedule if need be (see time_budget_minutes).",
     )
+
+    def resolved_batch_size(self) -> int:
+        """``batch_size`` as a number; an unresolved ``auto`` (see ``recsys.training.auto``) is an error."""
+        if self.batch_size == "auto":
+            raise ValueError("train.batch_size is 'auto': resolve it against the dataset first")
+        return self.batch_size
 
     @model_validator(mode="after")
     def _budget_inside_hard_stop(self) -> TrainConfig:

@@ -258,7 +258,7 @@ class SequenceDataModule(L.LightningDataModule):
             LengthBucketSampler(
                 EpochPermutation(len(lengths), self.train_cfg.seed),
                 lengths,
-                self.train_cfg.batch_size,
+                self.train_cfg.resolved_batch_size(),
                 bucket=self.train_cfg.bucket_by_length,
                 world_size=world_size,
             )
@@ -273,7 +273,7 @@ class SequenceDataModule(L.LightningDataModule):
         self._sampler = LengthBucketSampler(
             EpochPermutation(len(lengths), self.train_cfg.seed),
             lengths,
-            self.train_cfg.batch_size,
+            self.train_cfg.resolved_batch_size(),
             bucket=self.train_cfg.bucket_by_length,
             rank=rank,
             world_size=world,

@@ -225,7 +225,7 @@ def _fit(
     if tcfg.init_from is not None and not resume:  # a resumed run's checkpoint has the weights
         carried = warm_start(module.model, dataset.items, tcfg.init_from)
         derived.update({f"train.init_from.{k}": v for k, v in carried.items() if k != "bundle"})
-    module.global_batch = tcfg.batch_size * world
+    module.global_batch = tcfg.resolved_batch_size() * world
     if tcfg.optimizer.lr_scaling != "none":
         derived["train.optimizer.lr_used"] = tcfg.optimizer.scaled_lr(module.global_batch)
     checkpoint = ModelCheckpoint(

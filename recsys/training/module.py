@@ -82,7 +82,8 @@ class BERT4RecModule(L.LightningModule):
         self._loss_count = 0
         self._step_seed = 0
         self.step_targets = 0
-        self.global_batch = cfg.train.batch_size  # sequences per optimiser step, all ranks (fit sets it)
+        # Sequences per optimiser step, all ranks (fit sets it).
+        self.global_batch = cfg.train.resolved_batch_size()
 
     @property
     def epoch_loss(self) -> float | None:

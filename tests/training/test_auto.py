@@ -10,9 +10,11 @@ import pytest
 
 from recsys.config import load_config
 from recsys.training.auto import (
+    BATCH_RULE,
     DROPOUT_RULE,
     MASK_RULE,
     MAX_LEN_BOUNDS,
+    auto_batch_size,
     auto_dropout,
     auto_mask_prob,
     auto_max_len,
@@ -99,3 +101,25 @@ def test_fit_resolves_mask_prob_and_ships_it(tmp_path: Path) -> None:
     result = fit(cfg, prepared(cfg))
     assert result.derived["masking.mask_prob"] == 0.5
     assert load_bundle(result.bundle_path).config.masking.resolved_mask_prob() == 0.5
+
+
+def test_auto_batch_size_by_windows_per_epoch() -> None:
+    largest, smallest, steps = BATCH_RULE
+    assert (largest, smallest, steps) == (128, 32, 100)
+    assert auto_batch_size(8_700) == 64  # ML-1M's sliding 200-item windows: 68 steps at 128, 136 at 64
+    assert auto_batch_size(19_412) == 128  # amazon-toys: 152 steps
+    assert auto_batch_size(100 * 128) == 128 and auto_batch_size(100 * 128 - 1) == 64  # the threshold
+    assert auto_batch_size(610) == smallest and auto_batch_size(0) == smallest  # never below 32
+    assert load_config(None, []).train.batch_size == "auto"
+    with pytest.raises(ValueError, match="batch_size is 'auto'"):
+        load_config(None, []).train.resolved_batch_size()
+
+
+def test_fit_resolves_batch_size_and_ships_it(tmp_path: Path) -> None:
+    # 30 users, every history inside max_len: 30 windows, so the smallest batch, one step per epoch.
+    source = planted_rule_log(tmp_path / "log.csv", n_users=30, length=40)
+    cfg = tiny_config(tmp_path, source, **{"train.batch_size": "auto", "train.max_epochs": 1})
+    result = fit(cfg, prepared(cfg))
+    assert result.derived["train.batch_size"] == BATCH_RULE[1]
+    assert result.module.global_batch == BATCH_RULE[1]
+    assert load_bundle(result.bundle_path).config.train.batch_size == BATCH_RULE[1]
