@@ -138,7 +138,6 @@ def _config(
 def _time_fit(cfg: Any, dataset: Any, args: argparse.Namespace) -> tuple[Timing, str]:
     """The project's path through ``fit()``; returns the timing and the loss ``auto`` resolved to."""
     from recsys.model.losses import resolve_loss
-    from recsys.training.auto import resolve_auto
     from recsys.training.datamodule import SequenceDataModule
     from recsys.training.fit import fit
 
@@ -150,8 +149,7 @@ def _time_fit(cfg: Any, dataset: Any, args: argparse.Namespace) -> tuple[Timing,
         return step_flops(b, width, targets, m.hidden_size, m.n_layers, m.ff_multiplier, scored)
 
     clock = StepClock(args.warmup, args.steps, flops_of)
-    fit(cfg, dataset, write_bundle=False, callbacks=[clock])
-    resolved = resolve_auto(cfg, dataset)[0]  # the batch size fit() resolves
+    resolved = fit(cfg, dataset, write_bundle=False, callbacks=[clock]).config  # every auto resolved
     steps = SequenceDataModule(
         dataset, resolved.model, resolved.masking, resolved.train, cfg.eval
     ).train_batches_per_epoch()

@@ -9,6 +9,8 @@ the dropout and the attention-with-dropout run through measured hand-written pat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,25 @@ def _distance_index(n_query: int, n_key: int, n_rel: int, device: torch.device) 
 _CHUNK_BYTES = 8 * 2**20  # target size of one materialised attention-weight block on CPU (see below)
 _MIN_SOFTMAX_ROW = 16  # shortest softmax row PyTorch's CPU kernel vectorises (see _attention_chunk)
 _PAD_SOFTMAX_FROM = 8  # shorter rows are left as they are: padding them costs more than it saves
+
+
+def _in_chunks(
+    attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor],
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None,
+) -> Tensor:
+    """``attend(q, k, v, mask)`` over a few sequences at a time, so that each ``[chunk, nh, Lq, L]`` score
+    tensor stays around ``_CHUNK_BYTES`` (see ``TransformerBlock._attention_with_dropout``)."""
+    B, nh, Lq, _ = q.shape
+    chunk = max(1, _CHUNK_BYTES // (nh * Lq * k.shape[2] * 4))
+    if chunk >= B:
+        return attend(q, k, v, attn_mask)
+    # split, not slicing in a loop: split's backward is one cat, a slice's is a zeroed full-size copy.
+    qs, ks, vs = q.split(chunk), k.split(chunk), v.split(chunk)
+    masks: list[Tensor | None] = [None] * len(qs) if attn_mask is None else list(attn_mask.split(chunk))
+    return torch.cat([attend(*blk) for blk in zip(qs, ks, vs, masks, strict=True)])
 
 
 def _keep_mask(shape: torch.Size, p: float, like: Tensor) -> tuple[Tensor, float]:
@@ -86,7 +107,7 @@ class TransformerBlock(nn.Module):
         self.pos_key: nn.Linear | None = nn.Linear(d, d) if cfg.relative_attention else None
         self.pos_query: nn.Linear | None = nn.Linear(d, d) if cfg.relative_attention else None
 
-    def relative_bias(self, q: Tensor, k: Tensor, relative: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    def relative_bias(self, q: Tensor, k: Tensor, relative: Tensor) -> Tensor:
         """DeBERTa's disentangled position terms of the attention scores, ``[B, nh, Lq, L]``.
 
         ``score(i, j) = (q_i k_j + q_i Kr[j - i] + k_j Qr[i - j]) / sqrt(3 hs)``: content-to-position
@@ -94,11 +115,10 @@ class TransformerBlock(nn.Module):
         item is seen from ``i - j`` steps away). ``relative: [2R + 1, d]`` holds one row per clipped
         distance ``-R..R``; ``Kr`` and ``Qr`` are this block's projections of it. Query ``i`` of ``Lq``
         is position ``L - Lq + i`` (the last ones: ``last_only`` asks for the final position).
-        ``key_mask`` (``Bool[B, 1, 1, L]``, True where a key counts) puts ``-inf`` at the other keys.
         """
         kr, qr = self._relative_tables(relative, q.shape[-1])
         index = _distance_index(q.shape[2], k.shape[2], relative.shape[0], q.device)
-        return self._relative_bias(q, k, kr, qr, index, key_mask)
+        return self._relative_bias(q, k, kr, qr, index, None)
 
     def _relative_tables(self, relative: Tensor, hs: int) -> tuple[Tensor, Tensor]:
         """This block's key and query projections of the distance table, ``[nh, 2R + 1, hs]`` each, with
@@ -135,11 +155,10 @@ class TransformerBlock(nn.Module):
         sequences at a time (``_CHUNK_BYTES`` each), so it stays in cache and under glibc's mmap
         threshold: a whole batch's ``[B, nh, L, L]`` bias is hundreds of MB of freshly faulted pages
         (building it whole was half the cost of scoring a batch, measured)."""
-        B, nh, Lq, hs = q.shape
-        L = k.shape[2]
+        hs = q.shape[-1]
         scale = (3 * hs) ** -0.5
         kr, qr = self._relative_tables(relative, hs)
-        index = _distance_index(Lq, L, relative.shape[0], q.device)
+        index = _distance_index(q.shape[2], k.shape[2], relative.shape[0], q.device)
         exporting = torch.compiler.is_exporting()
 
         def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
@@ -152,12 +171,9 @@ class TransformerBlock(nn.Module):
                 return torch.matmul((torch.matmul(q, k.transpose(-1, -2)) * scale + bias).softmax(-1), v)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
-        chunk = B if q.device.type != "cpu" or exporting else max(1, _CHUNK_BYTES // (nh * Lq * L * 4))
-        if chunk >= B:
+        if q.device.type != "cpu" or exporting:
             return attend(q, k, v, attn_mask)
-        qs, ks, vs = q.split(chunk), k.split(chunk), v.split(chunk)
-        masks: list[Tensor | None] = [None] * len(qs) if attn_mask is None else list(attn_mask.split(chunk))
-        return torch.cat([attend(*blk) for blk in zip(qs, ks, vs, masks, strict=True)])
+        return _in_chunks(attend, q, k, v, attn_mask)
 
     def attention(
         self,
@@ -222,14 +238,7 @@ class TransformerBlock(nn.Module):
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.p_attention, scale=scale
             )
-        B, nh, Lq, _ = q.shape
-        chunk = max(1, _CHUNK_BYTES // (nh * Lq * k.shape[2] * 4))
-        if chunk >= B:
-            return self._attention_chunk(q, k, v, attn_mask, scale)
-        # split, not slicing in a loop: split's backward is one cat, a slice's is a zeroed full-size copy.
-        qs, ks, vs = q.split(chunk), k.split(chunk), v.split(chunk)
-        masks: list[Tensor | None] = [None] * len(qs) if attn_mask is None else list(attn_mask.split(chunk))
-        return torch.cat([self._attention_chunk(*blk, scale) for blk in zip(qs, ks, vs, masks, strict=True)])
+        return _in_chunks(partial(self._attention_chunk, scale=scale), q, k, v, attn_mask)
 
     def _attention_chunk(
         self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float
