@@ -35,6 +35,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     "amazon-toys": {
         "data.source.path": "amazon-toys/Toys_and_Games.txt",
         "data.source.format": "sequence_per_line",
+        # The items' categories and brand, shipped with the log (`--set data.item_features.path=null`: none).
+        "data.item_features.path": "amazon-toys/Toys_and_Games_item2attributes.json",
     },
     "amazon-games": {"data.source.path": "amazon-games/Video.txt", "data.source.format": "sasrec_txt"},
     # The bundled sample, read as the demo reads it (configs/demo.yaml's data section).
@@ -83,8 +85,10 @@ def build_config(args: argparse.Namespace, work: Path) -> Any:
     from recsys.config import load_config
 
     sets = dict(DATASETS[args.dataset])
-    path = Path(sets["data.source.path"])
-    sets["data.source.path"] = str(path if path.is_absolute() else shared_data() / path)
+    for key in ("data.source.path", "data.item_features.path"):
+        if key in sets:
+            path = Path(sets[key])
+            sets[key] = str(path if path.is_absolute() else shared_data() / path)
     sets.update(
         {
             "data.output_dir": str(work / "prepared"),

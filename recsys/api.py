@@ -325,6 +325,7 @@ class BERT4Rec:
                 bundle.items,
                 bundle.item_counts,
                 data_fingerprint=bundle.fingerprint,
+                features=bundle.features,
                 extra=extra,
             )
             self._histories.write_parquet(staging / _HISTORIES_FILE)

@@ -13,6 +13,7 @@ __all__ = [
     "CleaningConfig",
     "ColumnsConfig",
     "DataConfig",
+    "ItemFeaturesConfig",
     "ReaderFormat",
     "ResolvedFormat",
     "SourceConfig",
@@ -101,10 +102,25 @@ class SplitConfig(_Section):
         return self
 
 
+class ItemFeaturesConfig(_Section):
+    path: Path | None = Field(
+        None,
+        description="Item side features (categories, brand, ...): a JSON object `{item: [feature, ...]}` "
+        "(the S3-Rec `item2attributes.json` layout) or a CSV/TSV/parquet table of (item, feature) rows; "
+        "each item's features are embedded and their mean added to its embedding, where it is read and "
+        "where it is scored. null: no features.",
+    )
+    item_column: str = Field("item_id", description="Item id column of a feature table.")
+    feature_column: str = Field("feature", description="Feature column of a feature table.")
+
+
 class DataConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig, description="Where the raw log is.")
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Cleaning and filtering.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="How to split into train/val/test.")
+    item_features: ItemFeaturesConfig = Field(
+        default_factory=ItemFeaturesConfig, description="Optional item side features."
+    )
     unknown_ids: Literal["error", "drop"] = Field(
         "error", description="At inference, ids missing from the vocabulary: fail or drop (and count)."
     )

@@ -10,6 +10,8 @@ Nothing here ever builds a ``[batch, seq_len, V]`` tensor: training scores the m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,12 +19,34 @@ from torch import Tensor, nn
 from recsys.config import ModelConfig
 from recsys.model.blocks import TransformerBlock, dropout
 
-__all__ = ["PAD", "BERT4Rec", "TransformerBlock", "dropout"]
+__all__ = ["PAD", "BERT4Rec", "FeatureIndex", "TransformerBlock", "dropout"]
 
 PAD = 0
 """Index of the padding item; never masked, never scored."""
 
 _INIT_STD = 0.02  # BERT's initializer_range
+
+
+@dataclass(frozen=True)
+class FeatureIndex:
+    """Item side features as a CSR index over the vocabulary rows (PAD, items, MASK).
+
+    Attributes:
+        offsets: ``Long[V + 1]``: row ``r``'s features are ``index[offsets[r]:offsets[r + 1]]``.
+        index: ``Long[nnz]`` feature ids in ``0 .. n_features - 1``.
+        n_features: size of the feature vocabulary.
+    """
+
+    offsets: Tensor
+    index: Tensor
+    n_features: int
+
+    @classmethod
+    def placeholder(cls, vocab_size: int, nnz: int, n_features: int) -> FeatureIndex:
+        """Zeros of the right shapes, for a model whose buffers a state dict will fill (bundle loading)."""
+        return cls(
+            torch.zeros(vocab_size + 1, dtype=torch.long), torch.zeros(nnz, dtype=torch.long), n_features
+        )
 
 
 class BERT4Rec(nn.Module):
@@ -37,13 +61,22 @@ class BERT4Rec(nn.Module):
     cross-layer sharing (``share_layers``); DeBERTa's disentangled relative-position attention
     (``relative_attention``) and stochastic depth (``drop_path``).
 
+    Item side features (``features``): each feature has an embedding row, and an item's row is its own
+    embedding plus the mean of its features' (:meth:`item_table`), both where items are read and where
+    they are scored (tied output; an untied output embedding gets the same mean added). Items that share
+    a category or brand share part of their representation, which is what rare items lack.
+
     Args:
         n_items: number of real items; the vocabulary is ``n_items + 2`` (PAD, items, MASK).
         cfg: architecture (width, depth, heads, max_len, dropout, norm placement, tied output, bias,
             the options above).
+        features: the items' side features, or None.
     """
 
-    def __init__(self, n_items: int, cfg: ModelConfig) -> None:
+    feature_offsets: Tensor  # buffers, with side features only
+    feature_index: Tensor
+
+    def __init__(self, n_items: int, cfg: ModelConfig, features: FeatureIndex | None = None) -> None:
         super().__init__()
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
@@ -57,6 +90,17 @@ class BERT4Rec(nn.Module):
         e = self.output_size = cfg.embedding_size or d  # the item embedding's width (ALBERT: e < d)
 
         self.item_embedding = nn.Embedding(self.vocab_size, e, padding_idx=PAD)
+        # Side features: a [n_features, e] table and the CSR index (buffers: saved with the weights).
+        self.feature_embedding: nn.Embedding | None = None
+        if features is not None:
+            if features.offsets.shape != (self.vocab_size + 1,):
+                raise ValueError(
+                    f"feature offsets have shape {tuple(features.offsets.shape)}, expected "
+                    f"({self.vocab_size + 1},): one row per vocabulary entry plus one"
+                )
+            self.feature_embedding = nn.Embedding(features.n_features, e)
+            self.register_buffer("feature_offsets", features.offsets.to(torch.long).clone())
+            self.register_buffer("feature_index", features.index.to(torch.long).clone())
         # ALBERT's factorised embedding: V x e item rows, one e x d projection into the encoder.
         self.embedding_projection: nn.Linear | None = nn.Linear(e, d, bias=False) if e != d else None
         self.position_embedding = nn.Embedding(self.max_len, d)
@@ -92,13 +136,27 @@ class BERT4Rec(nn.Module):
         self.sparse_item_grad = False
         self.reset_parameters()
 
+    @property
+    def n_features(self) -> int:
+        """Size of the side-feature vocabulary (0: no features)."""
+        return 0 if self.feature_embedding is None else self.feature_embedding.num_embeddings
+
+    def feature_shapes(self) -> dict[str, int]:
+        """What :meth:`FeatureIndex.placeholder` needs to rebuild this model (empty without features)."""
+        if self.feature_embedding is None:
+            return {}
+        return {"n_features": self.n_features, "nnz": int(self.feature_index.numel())}
+
     def set_sparse_item_grad(self, enabled: bool) -> None:
         """Give the ``[V, d]`` item table(s) row-sparse gradients (only the rows a step looked up).
 
         A step of a sampled loss touches a few thousand of the catalogue's rows; a dense gradient costs
         a ``[V, d]`` allocation, zeroing, clipping and optimiser update every step whatever the catalogue
         size. The optimiser has to accept sparse gradients (``recsys.training.optim.RowSparseAdamW``).
+        Not with side features: every step recomposes the whole item table (:meth:`item_table`).
         """
+        if enabled and self.feature_embedding is not None:
+            raise ValueError("row-sparse item gradients do not combine with item side features")
         self.sparse_item_grad = enabled
         self.item_embedding.sparse = enabled
 
@@ -150,7 +208,10 @@ class BERT4Rec(nn.Module):
             raise ValueError(f"sequence length {seq_len} exceeds max_len {self.max_len}")
         # Positions count back from the end (left padding): the last column is always max_len - 1.
         pos = self.position_embedding.weight[self.max_len - seq_len :]  # [L, d]
-        emb = self.item_embedding(items)  # [B, L, e]
+        if self.feature_embedding is None:
+            emb = self.item_embedding(items)  # [B, L, e]
+        else:
+            emb = F.embedding(items, self.item_table(), padding_idx=PAD)  # [B, L, e]
         if self.embedding_projection is not None:
             emb = self.embedding_projection(emb)  # [B, L, d]
         x = self.embedding_norm(emb + pos)  # [B, L, d]
@@ -240,9 +301,32 @@ class BERT4Rec(nn.Module):
         return self._output_transform(self._last_block(x, attn_mask, relative, rows=positions))  # [M, e]
 
     # ------------------------------------------------------------------------------------- output
+    def _pooled_features(self) -> Tensor:
+        """``Float[V, e]``: each vocabulary row's mean feature embedding (zeros for a row without any)."""
+        assert self.feature_embedding is not None
+        return F.embedding_bag(
+            self.feature_index,
+            self.feature_embedding.weight,
+            self.feature_offsets,
+            mode="mean",
+            include_last_offset=True,
+        )
+
+    def item_table(self) -> Tensor:
+        """``Float[V, e]``: the item rows the encoder reads: the item embedding, plus the mean of each
+        item's feature embeddings when the model has side features."""
+        if self.feature_embedding is None:
+            return self.item_embedding.weight
+        return self.item_embedding.weight + self._pooled_features()
+
     def output_weight(self) -> Tensor:
-        """``Float[V, e]``: the item embedding (tied) or the separate output embedding."""
-        return self.item_embedding.weight if self.output_embedding is None else self.output_embedding
+        """``Float[V, e]``: the item rows scored against: :meth:`item_table` (tied) or the separate
+        output embedding (plus the pooled features, with side features)."""
+        if self.output_embedding is None:
+            return self.item_table()
+        if self.feature_embedding is None:
+            return self.output_embedding
+        return self.output_embedding + self._pooled_features()
 
     def output_bias(self) -> Tensor | None:
         """``Float[V]`` per-item score bias, or None when ``cfg.item_bias`` is off."""

@@ -34,7 +34,7 @@ from recsys.data.fingerprint import dataset_fingerprint
 from recsys.data.prepared import PreparedDataset
 from recsys.data.vocab import Vocabulary
 from recsys.io import atomic_dir, sha256_file
-from recsys.model.bert4rec import BERT4Rec
+from recsys.model.bert4rec import BERT4Rec, FeatureIndex
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -50,6 +50,8 @@ __all__ = [
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 _FILES = ("config.json", "weights.safetensors", "stats.safetensors", "users.parquet", "items.parquet")
+_FEATURES = "features.parquet"
+"""The side-feature vocabulary, in the bundle of a model trained with item features only."""
 
 
 class BundleError(ValueError):
@@ -77,6 +79,7 @@ class BundleManifest(_BundleManifestBase, total=False):
     best_val: dict[str, float]
     best_epoch: int
     checkpoint: str
+    item_features: dict[str, int]
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Bundle:
     items: Vocabulary
     item_counts: np.ndarray
     manifest: BundleManifest
+    features: Vocabulary | None = None
+    """The side-feature vocabulary (``features.parquet``) of a model trained with item features."""
 
     @property
     def n_items(self) -> int:
@@ -109,9 +114,20 @@ def save_bundle(
     item_counts: np.ndarray,
     *,
     data_fingerprint: str = "",
+    features: Vocabulary | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle atomically to ``path``, replacing a bundle there (:func:`recsys.io.atomic_dir`)."""
+    """Write a bundle atomically to ``path``, replacing a bundle there (:func:`recsys.io.atomic_dir`).
+
+    A model with item side features needs their vocabulary (``features``), kept as ``features.parquet``.
+    """
+    if (features is None) != (model.n_features == 0) or (
+        features is not None and len(features) != model.n_features
+    ):
+        raise ValueError(
+            f"the model has {model.n_features} side features, the feature vocabulary passed "
+            f"{'none' if features is None else len(features)}"
+        )
     target = Path(path)
     with atomic_dir(target) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -123,6 +139,10 @@ def save_bundle(
         (tmp / "config.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
         users.save(tmp / "users.parquet")
         items.save(tmp / "items.parquet")
+        names = list(_FILES)
+        if features is not None:
+            features.save(tmp / _FEATURES)
+            names.append(_FEATURES)
         manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             "recsys_version": __version__,
@@ -131,8 +151,9 @@ def save_bundle(
             "data_fingerprint": data_fingerprint,
             "files": {
                 name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                for name in _FILES
+                for name in names
             },
+            **({"item_features": model.feature_shapes()} if features is not None else {}),
             **(extra or {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -156,7 +177,8 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{manifest_path}: bundle format {manifest.get('format')!r}, expected {BUNDLE_FORMAT}"
         )
     files = manifest.get("files", {})
-    for name in _FILES:
+    shapes = manifest.get("item_features")
+    for name in (*_FILES, _FEATURES) if shapes else _FILES:
         file = root / name
         if name not in files:
             raise BundleError(f"{manifest_path}: no checksum for {name}; the manifest is damaged")
@@ -175,10 +197,14 @@ def load_bundle(path: str | Path) -> Bundle:
         stats = load_file(str(root / "stats.safetensors"))
     except (SafetensorError, ValueError) as exc:
         raise BundleError(f"{root}: cannot read bundle contents: {exc}") from None
-    model = BERT4Rec(int(manifest["n_items"]), config.model)
+    n_items = int(manifest["n_items"])
     try:
+        placeholder = (
+            None if not shapes else FeatureIndex.placeholder(n_items + 2, shapes["nnz"], shapes["n_features"])
+        )
+        model = BERT4Rec(n_items, config.model, placeholder)
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, TypeError) as exc:
         raise BundleError(f"{root / 'weights.safetensors'}: weights do not fit the config: {exc}") from None
     model.eval()
     return Bundle(
@@ -189,6 +215,7 @@ def load_bundle(path: str | Path) -> Bundle:
         items=Vocabulary.load(root / "items.parquet"),
         item_counts=stats["item_counts"].numpy(),
         manifest=manifest,  # checked above: format, every file's size and hash
+        features=Vocabulary.load(root / _FEATURES) if shapes else None,
     )
 
 

@@ -32,6 +32,7 @@ from recsys.training.budget import TimeBudget
 from recsys.training.bundle import save_bundle
 from recsys.training.datamodule import SequenceDataModule, TrainingData
 from recsys.training.divergence import DivergenceGuard, check_finite_weights
+from recsys.training.features import ModelFeatures, load_features
 from recsys.training.lock import output_lock
 from recsys.training.memory import retain_freed_memory
 from recsys.training.module import BERT4RecModule, metric_key
@@ -140,7 +141,12 @@ def _load_weights(module: BERT4RecModule, checkpoint: Path) -> None:
 
 
 def _write_bundle(
-    path: Path, module: BERT4RecModule, cfg: RecsysConfig, dataset: PreparedDataset, extra: dict[str, Any]
+    path: Path,
+    module: BERT4RecModule,
+    cfg: RecsysConfig,
+    dataset: PreparedDataset,
+    features: ModelFeatures | None,
+    extra: dict[str, Any],
 ) -> Path:
     return save_bundle(
         path,
@@ -150,8 +156,19 @@ def _write_bundle(
         dataset.items,
         dataset.item_counts(),
         data_fingerprint=dataset_fingerprint(dataset),
+        features=None if features is None else features.vocabulary,
         extra=extra,
     )
+
+
+def _module(
+    cfg: RecsysConfig, dataset: PreparedDataset, total_steps: int
+) -> tuple[BERT4RecModule, ModelFeatures | None]:
+    """The LightningModule for ``dataset``, with the side features of ``data.item_features`` if any."""
+    features = load_features(cfg.data, dataset.items)
+    index = None if features is None else features.index
+    module = BERT4RecModule(dataset.n_items, cfg, dataset.item_counts(), total_steps, features=index)
+    return module, features
 
 
 def export_checkpoint(
@@ -163,9 +180,9 @@ def export_checkpoint(
     With ``train.ema_decay`` the checkpoint's weights are the averaged ones, as in ``fit``'s bundle.
     """
     cfg, _ = resolve_auto(cfg, dataset)
-    module = BERT4RecModule(dataset.n_items, cfg, dataset.item_counts(), total_steps=1)
+    module, features = _module(cfg, dataset, total_steps=1)
     _load_weights(module, Path(checkpoint))
-    return _write_bundle(Path(path), module, cfg, dataset, {"checkpoint": str(checkpoint)})
+    return _write_bundle(Path(path), module, cfg, dataset, features, {"checkpoint": str(checkpoint)})
 
 
 def fit(
@@ -219,11 +236,13 @@ def _fit(
     world = world_size(runtime)
     steps_per_epoch = datamodule.train_batches_per_epoch(world)
     epochs = tcfg.max_epochs or DEFAULT_EPOCHS
-    module = BERT4RecModule(
-        dataset.n_items, cfg, dataset.item_counts(), total_steps=max(1, steps_per_epoch * epochs)
-    )
+    module, features = _module(cfg, dataset, total_steps=max(1, steps_per_epoch * epochs))
+    if features is not None:
+        derived.update({f"data.item_features.{k}": v for k, v in features.summary.items()})
     if tcfg.init_from is not None and not resume:  # a resumed run's checkpoint has the weights
-        carried = warm_start(module.model, dataset.items, tcfg.init_from)
+        carried = warm_start(
+            module.model, dataset.items, tcfg.init_from, None if features is None else features.vocabulary
+        )
         derived.update({f"train.init_from.{k}": v for k, v in carried.items() if k != "bundle"})
     module.global_batch = tcfg.resolved_batch_size() * world
     if tcfg.optimizer.lr_scaling != "none":
@@ -320,7 +339,7 @@ def _fit(
     bundle_path: Path | None = None
     if write_bundle and trainer.is_global_zero:
         bundle_path = _write_bundle(
-            out / "model", module, cfg, dataset, {"best_val": best_val, "best_epoch": best_epoch}
+            out / "model", module, cfg, dataset, features, {"best_val": best_val, "best_epoch": best_epoch}
         )
     derived.update(_schedule_values(tcfg, steps_per_epoch, epochs, budget))
     if stopping.decay_epoch is not None:

@@ -18,7 +18,7 @@ from torch import nn
 from recsys.config import RecsysConfig
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocol import evaluate_batch
-from recsys.model.bert4rec import BERT4Rec
+from recsys.model.bert4rec import BERT4Rec, FeatureIndex
 from recsys.model.electra import ReplacedItemDetection
 from recsys.model.losses import build_loss, resolve_loss
 from recsys.model.masking import mask_items
@@ -62,12 +62,13 @@ class BERT4RecModule(L.LightningModule):
         cfg: RecsysConfig,
         item_counts: np.ndarray | None = None,
         total_steps: int = 1,
+        features: FeatureIndex | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_items = n_items
         self.total_steps = total_steps
-        self.model = BERT4Rec(n_items, cfg.model)
+        self.model = BERT4Rec(n_items, cfg.model, features)
         counts = torch.as_tensor(item_counts, dtype=torch.float32) if item_counts is not None else None
         self.loss_cfg = resolve_loss(cfg.loss, n_items)  # what `loss.kind: auto` chose, for reports
         self.loss_fn = build_loss(self.loss_cfg, n_items, counts)
@@ -103,8 +104,14 @@ class BERT4RecModule(L.LightningModule):
         # A loss that scores a sample of the catalogue gets row-sparse item-table gradients (see
         # BERT4Rec.set_sparse_item_grad). Not under DDP, whose gradient buckets are dense.
         world = self.trainer.world_size if self._trainer is not None else 1
-        # Nor with ELECTRA, whose generator reads the same item table densely.
-        sparse = not self.loss_fn.touches_every_item and world == 1 and self.electra is None
+        # Nor with ELECTRA, whose generator reads the same item table densely, nor with side features,
+        # which recompose the whole table every step.
+        sparse = (
+            not self.loss_fn.touches_every_item
+            and world == 1
+            and self.electra is None
+            and self.model.n_features == 0
+        )
         self.model.set_sparse_item_grad(sparse)
 
     # -- training -----------------------------------------------------------------------------------

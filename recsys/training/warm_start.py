@@ -10,6 +10,10 @@ a function of the history), so new users need nothing.
 
 Position embeddings count back from the most recent item, so a different ``max_len`` copies the most
 recent ``min(old, new)`` positions.
+
+Item side features work the same way: the new model's feature index comes from today's feature file,
+and each feature's embedding row is matched by its original id through both feature vocabularies (a
+feature the bundle knew starts from its trained row, a new one from its fresh initialisation).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from recsys.data.vocab import Vocabulary
 from recsys.model.bert4rec import BERT4Rec
-from recsys.training.bundle import BundleError, load_bundle
+from recsys.training.bundle import Bundle, BundleError, load_bundle
 
 log = logging.getLogger("recsys.train")
 
@@ -30,10 +34,16 @@ __all__ = ["warm_start"]
 
 _ITEM_ROWS = ("item_embedding.weight", "output_embedding", "item_bias")
 """State-dict entries with one row per vocabulary entry (PAD, items, MASK)."""
+_FEATURE_TABLE = "feature_embedding.weight"
+_FEATURE_ENTRIES = (_FEATURE_TABLE, "feature_offsets", "feature_index")
+"""Side features: rows matched by feature id; today's index as the new model has it."""
 
 
-def warm_start(model: BERT4Rec, items: Vocabulary, path: str | Path) -> dict[str, Any]:
-    """Load the bundle at ``path`` into ``model`` (built for the catalogue ``items``), in place.
+def warm_start(
+    model: BERT4Rec, items: Vocabulary, path: str | Path, features: Vocabulary | None = None
+) -> dict[str, Any]:
+    """Load the bundle at ``path`` into ``model`` (built for the catalogue ``items``, and the feature
+    vocabulary ``features`` when it has side features), in place.
 
     Returns what was carried over (logged, and reported under ``derived`` by ``fit``).
 
@@ -62,13 +72,16 @@ def warm_start(model: BERT4Rec, items: Vocabulary, path: str | Path) -> dict[str
     state = {
         name: _carried(name, value, source[name], rows, (bundle.model.mask_id, model.mask_id), bundle.path)
         for name, value in target.items()
+        if name not in _FEATURE_ENTRIES
     }
+    features_carried = _carry_features(state, target, source, features, bundle)
     model.load_state_dict(state)
     summary = {
         "bundle": str(bundle.path),
         "items_carried": int(kept.sum()),
         "items_new": len(items) - int(kept.sum()),
         "items_dropped": int((~kept).sum()),
+        **({"features_carried": features_carried} if _FEATURE_TABLE in target else {}),
     }
     log.info(
         "warm start from %s: %d items carried over, %d new, %d no longer in the catalogue",
@@ -78,6 +91,28 @@ def warm_start(model: BERT4Rec, items: Vocabulary, path: str | Path) -> dict[str
         summary["items_dropped"],
     )
     return summary
+
+
+def _carry_features(
+    state: dict[str, torch.Tensor],
+    new: dict[str, torch.Tensor],
+    old: dict[str, torch.Tensor],
+    features: Vocabulary | None,
+    bundle: Bundle,
+) -> int:
+    """Put the side-feature entries of the new model into ``state``: today's index, and each feature's
+    trained row where the bundle knew the feature (matched by original id). Returns the rows carried."""
+    if _FEATURE_TABLE not in new:
+        return 0
+    if features is None or bundle.features is None:
+        raise BundleError(f"{bundle.path}: no feature vocabulary to match side-feature rows by")
+    new_rows = features.lookup(bundle.features.ids)
+    known = new_rows >= 0
+    table = new[_FEATURE_TABLE].clone()
+    table[torch.from_numpy(new_rows[known])] = old[_FEATURE_TABLE][torch.from_numpy(known.nonzero()[0])]
+    state[_FEATURE_TABLE] = table
+    state.update({name: new[name] for name in _FEATURE_ENTRIES if name != _FEATURE_TABLE})
+    return int(known.sum())
 
 
 def _carried(

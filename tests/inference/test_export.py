@@ -120,3 +120,22 @@ def test_bert_family_options_export_with_the_same_scores(tmp_path: Path, options
     model = BERT4Rec(30, cfg).eval()
     check = check_onnx(model, export_onnx(model, tmp_path / "model.onnx"))
     assert check.same_top10 and check.max_abs_diff < 1e-4
+
+
+def test_item_features_export_with_the_same_scores(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from recsys.config import ModelConfig
+    from recsys.inference.export import check_onnx
+    from recsys.model.bert4rec import BERT4Rec, FeatureIndex
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.model_validate(
+        {"hidden_size": 16, "n_heads": 2, "max_len": 12, "dropout": 0.1, "attention_dropout": 0.1}
+    )
+    counts = torch.tensor([0, *[i % 3 if 0 < i < 31 else 0 for i in range(32)]])  # PAD, items, MASK rows
+    index = torch.randint(0, 5, (int(counts.sum()),))
+    model = BERT4Rec(30, cfg, FeatureIndex(counts.cumsum(0), index, 5)).eval()
+    check = check_onnx(model, export_onnx(model, tmp_path / "model.onnx"))
+    assert check.same_top10 and check.max_abs_diff < 1e-4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recsys.config import ElectraConfig
-from recsys.model.bert4rec import BERT4Rec
+from recsys.model.bert4rec import BERT4Rec, FeatureIndex
 from recsys.model.electra import ReplacedItemDetection
 from recsys.model.losses import FullSoftmax
 from tests.model.helpers import small_cfg
@@ -203,3 +203,55 @@ def test_relative_attention_in_chunks_matches_one_pass(
     assert torch.allclose(got, want, atol=1e-5)
     for g, w in zip(got_grads, want_grads, strict=True):
         assert torch.allclose(g, w, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ side features
+def _features(rows: dict[int, list[int]], n_features: int = 4) -> FeatureIndex:
+    """A feature index over the ``N_ITEMS + 2`` vocabulary rows from ``{row: [feature, ...]}``."""
+    counts = [len(rows.get(r, [])) for r in range(N_ITEMS + 2)]
+    offsets = torch.tensor([0, *counts]).cumsum(0)
+    index = torch.tensor([f for r in range(N_ITEMS + 2) for f in rows.get(r, [])], dtype=torch.long)
+    return FeatureIndex(offsets, index, n_features)
+
+
+def test_item_rows_add_the_mean_of_their_features() -> None:
+    torch.manual_seed(0)
+    model = BERT4Rec(N_ITEMS, small_cfg(), _features({3: [0, 2], 4: [1]})).eval()
+    assert model.feature_embedding is not None
+    table, features = model.item_table(), model.feature_embedding.weight
+    own = model.item_embedding.weight
+    torch.testing.assert_close(table[3], own[3] + (features[0] + features[2]) / 2)
+    torch.testing.assert_close(table[4], own[4] + features[1])
+    torch.testing.assert_close(table[5], own[5])  # no features: the item's own row
+    assert torch.equal(table[0], torch.zeros_like(table[0]))  # PAD stays zero
+    assert torch.equal(model.output_weight(), table)  # tied: scored against the same rows
+    # The encoder reads the same rows: with every feature row zeroed, the model is the plain one.
+    plain = BERT4Rec(N_ITEMS, small_cfg()).eval()
+    plain.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("feature")}, strict=True
+    )
+    with torch.no_grad():
+        model.feature_embedding.weight.zero_()
+        torch.testing.assert_close(model.predict_next(ITEMS), plain.predict_next(ITEMS))
+
+
+def test_feature_rows_learn_and_untied_outputs_share_them() -> None:
+    torch.manual_seed(0)
+    model = BERT4Rec(N_ITEMS, small_cfg(tied_output=False), _features({3: [0], 9: [0, 1]})).train()
+    assert model.feature_embedding is not None and model.output_embedding is not None
+    pooled = model.output_weight() - model.output_embedding
+    torch.testing.assert_close(pooled[3], model.feature_embedding.weight[0])
+    positions = (ITEMS > 0) & (ITEMS <= N_ITEMS)
+    loss = FullSoftmax(N_ITEMS)(model.hidden_at(ITEMS, positions), ITEMS[positions], model)
+    loss.backward()
+    grad = model.feature_embedding.weight.grad
+    assert grad is not None and grad[:2].abs().sum() > 0  # features of scored items learn
+    assert grad[2:].abs().sum() == 0  # features no item has get no gradient
+    with pytest.raises(ValueError, match="do not combine with item side features"):
+        model.set_sparse_item_grad(True)
+
+
+def test_feature_offsets_must_cover_the_vocabulary() -> None:
+    bad = FeatureIndex(torch.zeros(N_ITEMS + 2, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match=r"feature offsets have shape \(32,\), expected \(33,\)"):
+        BERT4Rec(N_ITEMS, small_cfg(), bad)

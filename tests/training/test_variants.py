@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,43 @@ def test_item_weight_decay_puts_the_item_tables_in_their_own_group(tmp_path: Pat
     assert (0.3, tables) in split
     others = set().union(*(names for decay, names in split if decay != 0.3))
     assert not (tables & others) and "model.position_embedding.weight" in others
+
+
+def _feature_file(path: Path, n_items: int = 40, extra: dict[str, list[str]] | None = None) -> Path:
+    """Each planted-rule item in one of four categories, and one feature every item shares."""
+    features = {str(i): [f"cat{i % 4}", "all"] for i in range(1, n_items + 1)}
+    path.write_text(json.dumps({**features, **(extra or {})}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_item_features_learn_the_planted_rule_and_round_trip(tmp_path: Path) -> None:
+    features = _feature_file(tmp_path / "item2attributes.json", extra={"999": ["unseen"]})
+    cfg = tiny_config(
+        tmp_path,
+        planted_rule_log(tmp_path / "log.csv"),
+        **{"train.max_epochs": 60, "train.patience": 60, "data.item_features.path": str(features)},
+    )
+    data = prepared(cfg)
+    result = fit(cfg, data)
+    assert result.derived["data.item_features.features"] == 5  # cat0..cat3 and all ("unseen": item 999)
+    assert result.derived["data.item_features.items_listed_not_in_data"] == 1
+    assert result.best_val[MONITOR] >= 0.9
+    assert result.bundle_path is not None
+    bundle = load_bundle(result.bundle_path)
+    assert bundle.features is not None and bundle.features.ids.to_list() == [
+        "all",
+        "cat0",
+        "cat1",
+        "cat2",
+        "cat3",
+    ]
+    assert bundle.manifest["item_features"] == {"n_features": 5, "nnz": 80}
+    history = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    with torch.inference_mode():
+        assert torch.equal(
+            result.module.model.eval().predict_next(history), bundle.model.predict_next(history)
+        )
+    # The bundle is self-contained: it scores with its saved index, whatever the file says today.
+    features.write_text("{}", encoding="utf-8")
+    assert torch.equal(load_bundle(result.bundle_path).model.item_table(), bundle.model.item_table())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from recsys.evaluation.protocol import evaluate
 from recsys.inference.recommender import Recommender
 from recsys.model.bert4rec import BERT4Rec
 from recsys.training.bundle import BundleError, load_bundle
+from recsys.training.features import load_features
 from recsys.training.fit import MONITOR, fit
 from recsys.training.warm_start import warm_start
 from tests.training.helpers import planted_rule_log, prepared, tiny_config
@@ -85,3 +87,39 @@ def test_pretrain_then_next_item_fine_tune(pretrained, tmp_path: Path) -> None: 
     ).metrics["hr@1"]
     assert hr1 >= 0.9
     assert tuned.best_val[MONITOR] >= 0.9 > scratch.best_val[MONITOR] + 0.3
+
+
+def test_warm_start_matches_feature_rows_by_feature_id(tmp_path: Path) -> None:
+    def feature_file(path: Path, names: dict[int, str]) -> Path:
+        path.write_text(json.dumps({str(i): [names.get(i, f"cat{i % 3}")] for i in range(1, 46)}))
+        return path
+
+    old_cfg = tiny_config(
+        tmp_path / "old",
+        planted_rule_log(tmp_path / "old.csv"),
+        **{"train.max_epochs": 3, "data.item_features.path": str(feature_file(tmp_path / "old.json", {}))},
+    )
+    old = fit(old_cfg, prepared(old_cfg))
+    # Tomorrow: five new items, one of them in a category nobody had ("new").
+    new_features = feature_file(tmp_path / "new.json", {41: "new"})
+    new_cfg = tiny_config(
+        tmp_path / "new",
+        planted_rule_log(tmp_path / "new.csv", n_users=300, n_items=45, seed=3),
+        **{"train.max_epochs": 3, "data.item_features.path": str(new_features)},
+    )
+    new_data = prepared(new_cfg)
+    features = load_features(new_cfg.data, new_data.items)
+    assert features is not None and features.vocabulary.ids.to_list() == ["cat0", "cat1", "cat2", "new"]
+    model = BERT4Rec(new_data.n_items, new_cfg.model, features.index)
+    fresh = model.feature_embedding.weight.detach().clone()  # type: ignore[union-attr]
+    carried = warm_start(model, new_data.items, old.bundle_path, features.vocabulary)
+    assert carried["features_carried"] == 3 and carried["items_carried"] == 40
+    trained = load_bundle(old.bundle_path).model
+    assert torch.equal(model.feature_embedding.weight[:3], trained.feature_embedding.weight)  # type: ignore[union-attr]
+    assert torch.equal(model.feature_embedding.weight[3], fresh[3])  # type: ignore[union-attr]
+    # Today's index: item 41 reads the "new" row.
+    row = int(new_data.items.lookup([41])[0])
+    assert model.feature_index[model.feature_offsets[row]].item() == 3
+    # Warm starting a model with features from a bundle without them (or back) is an architecture change.
+    with pytest.raises(BundleError, match="does not have this config's architecture"):
+        warm_start(BERT4Rec(new_data.n_items, new_cfg.model), new_data.items, old.bundle_path)
