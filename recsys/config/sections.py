@@ -116,15 +116,23 @@ class OptimizerConfig(_Section):
     lr: float = Field(2e-3, gt=0.0, allow_inf_nan=False, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     decay_exclude: bool = Field(True, description="Exclude norms, biases and embeddings from weight decay.")
-    item_weight_decay: float | None = Field(
-        None,
-        ge=0.0,
+    item_weight_decay: Annotated[float, Field(ge=0.0)] | Literal["auto"] | None = Field(
+        "auto",
         description=(
             "AdamW weight decay on the item table(s) alone (the input embedding and an untied output "
             "table), in place of what decay_exclude gives them; null: as decay_exclude says. Sparse logs "
-            "(few events per item) overfit the item rows first."
+            "(few events per item) overfit the item rows first. auto: 1.0 with item side features "
+            "(data.item_features; the decay leans each item on its features' shared rows, which are not "
+            "decayed), else null."
         ),
     )
+
+    def resolved_item_weight_decay(self) -> float | None:
+        """``item_weight_decay`` as a number or None; an unresolved ``auto`` is an error."""
+        if self.item_weight_decay == "auto":
+            raise ValueError("train.optimizer.item_weight_decay is 'auto': resolve it against the data first")
+        return self.item_weight_decay
+
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Gradient-norm clipping; null disables.")
     lr_scaling: Literal["none", "sqrt", "linear"] = Field(

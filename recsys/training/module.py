@@ -207,13 +207,14 @@ class BERT4RecModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         opt, sched = self.cfg.train.optimizer, self.cfg.train.schedule
+        item_decay = opt.resolved_item_weight_decay()
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
         items: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            if opt.item_weight_decay is not None and name in _ITEM_TABLES:
+            if item_decay is not None and name in _ITEM_TABLES:
                 items.append(param)
             elif opt.decay_exclude and _no_decay(name, param):
                 no_decay.append(param)
@@ -223,7 +224,7 @@ class BERT4RecModule(L.LightningModule):
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         if items:
-            groups.append({"params": items, "weight_decay": opt.item_weight_decay})
+            groups.append({"params": items, "weight_decay": item_decay})
         # Fused: one pass over each parameter and its moments instead of a dozen, and no temporaries.
         # Not under mixed precision: Lightning refuses to clip the gradients of an optimizer that
         # unscales them itself, which is what a fused AdamW declares.

@@ -50,6 +50,9 @@ SHAPING_KEYS = (
 """Dotted keys (a trailing dot: the whole section) that a resumed run must share with its checkpoint."""
 
 
+_AUTO = json.dumps("auto")
+
+
 class ResumeError(ConfigError):
     """``--resume`` cannot continue: no checkpoint, or one written with other model or data settings."""
 
@@ -126,7 +129,11 @@ def check_resume(cfg: RecsysConfig, checkpoint: Path, data_fingerprint: str | No
         return
     saved: dict[str, str] = dict(record.get("config", {}))
     now = shaping_config(cfg)
-    differing = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    # An `auto` setting is only known once resolved against the data: fit compares it then (the
+    # checkpoint holds resolved values), so the job's early check leaves it out.
+    differing = sorted(
+        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and now.get(k) != _AUTO
+    )
     if differing:
         raise ResumeError(
             f"--resume: {checkpoint} was trained with other settings than this config: "

@@ -12,10 +12,12 @@ from recsys.config import load_config
 from recsys.training.auto import (
     BATCH_RULE,
     DROPOUT_RULE,
+    ITEM_DECAY_WITH_FEATURES,
     MASK_RULE,
     MAX_LEN_BOUNDS,
     auto_batch_size,
     auto_dropout,
+    auto_item_weight_decay,
     auto_mask_prob,
     auto_max_len,
     resolve_auto,
@@ -41,7 +43,8 @@ def test_auto_max_len_by_hand(lengths: np.ndarray, quantile: float, expected: in
 
 def test_the_default_is_auto_and_a_number_passes_through(tmp_path: Path) -> None:
     assert load_config(None, []).model.max_len == "auto"
-    cfg = tiny_config(tmp_path, planted_rule_log(tmp_path / "log.csv", n_users=20))
+    source = planted_rule_log(tmp_path / "log.csv", n_users=20)
+    cfg = tiny_config(tmp_path, source, **{"train.optimizer.item_weight_decay": "null"})
     assert resolve_auto(cfg, prepared(cfg)) == (cfg, {})
     with pytest.raises(ValueError, match="auto"):
         load_config(None, []).model.resolved_max_len()
@@ -123,3 +126,23 @@ def test_fit_resolves_batch_size_and_ships_it(tmp_path: Path) -> None:
     assert result.derived["train.batch_size"] == BATCH_RULE[1]
     assert result.module.global_batch == BATCH_RULE[1]
     assert load_bundle(result.bundle_path).config.train.batch_size == BATCH_RULE[1]
+
+
+def test_auto_item_weight_decay_only_with_item_features(tmp_path: Path) -> None:
+    assert load_config(None, []).train.optimizer.item_weight_decay == "auto"
+    assert auto_item_weight_decay(True) == ITEM_DECAY_WITH_FEATURES == 1.0
+    assert auto_item_weight_decay(False) is None
+    source = planted_rule_log(tmp_path / "log.csv", n_users=30)
+    features = tmp_path / "features.json"
+    features.write_text('{"1": ["a"]}', encoding="utf-8")
+    data = prepared(tiny_config(tmp_path, source))
+    for path, expected in ((None, None), (features, ITEM_DECAY_WITH_FEATURES)):
+        sets = {"data.item_features.path": "null" if path is None else str(path)}
+        resolved, derived = resolve_auto(tiny_config(tmp_path, source, **sets), data)
+        assert resolved.train.optimizer.resolved_item_weight_decay() == expected
+        assert derived["train.optimizer.item_weight_decay"] == expected
+    # A number (or null) is the user's choice and passes through unlogged.
+    cfg = tiny_config(tmp_path, source, **{"train.optimizer.item_weight_decay": 0.05})
+    resolved, derived = resolve_auto(cfg, data)
+    assert resolved.train.optimizer.item_weight_decay == 0.05
+    assert "train.optimizer.item_weight_decay" not in derived

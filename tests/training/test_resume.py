@@ -60,6 +60,16 @@ def test_how_long_and_where_may_change(trained: tuple[RecsysConfig, Path]) -> No
     check_resume(longer, last)
 
 
+def test_auto_settings_are_left_to_fit(trained: tuple[RecsysConfig, Path]) -> None:
+    """The job checks before the data is read, when an `auto` value is not known yet: it is compared
+    once fit has resolved it (against the checkpoint's resolved value)."""
+    cfg, last = trained
+    autos = {"model.dropout": "auto", "train.batch_size": "auto", "train.optimizer.item_weight_decay": "auto"}
+    check_resume(_with(cfg, **autos), last)
+    with pytest.raises(ResumeError, match=r"model\.dropout: 0\.0 -> 0\.2"):
+        check_resume(_with(cfg, **{**autos, "model.dropout": 0.2}), last)
+
+
 def test_other_data_is_refused(trained: tuple[RecsysConfig, Path]) -> None:
     cfg, last = trained
     with pytest.raises(ResumeError, match=r"trained on other data \(fingerprint [0-9a-f]{12}\.\.\."):

@@ -11,6 +11,7 @@ import torch
 from recsys.config import OptimizerConfig
 from recsys.evaluation.protocol import evaluate
 from recsys.inference.recommender import Recommender
+from recsys.training.auto import ITEM_DECAY_WITH_FEATURES
 from recsys.training.bundle import load_bundle
 from recsys.training.fit import MONITOR, fit
 from tests.training.helpers import planted_rule_log, prepared, tiny_config
@@ -87,12 +88,14 @@ def test_item_weight_decay_puts_the_item_tables_in_their_own_group(tmp_path: Pat
         return [(g["weight_decay"], {names[id(p)] for p in g["params"]}) for g in optimizer.param_groups]
 
     tables = {"model.item_embedding.weight"} | (set() if tied else {"model.output_embedding"})
-    default = groups()
+    default = groups(**{"train.optimizer.item_weight_decay": "null"})
     assert all(not (tables & names) for decay, names in default if decay > 0)  # excluded, as before
     split = groups(**{"train.optimizer.item_weight_decay": 0.3, "train.optimizer.weight_decay": 0.01})
     assert (0.3, tables) in split
     others = set().union(*(names for decay, names in split if decay != 0.3))
     assert not (tables & others) and "model.position_embedding.weight" in others
+    with pytest.raises(ValueError, match="item_weight_decay is 'auto': resolve it"):
+        groups()  # auto needs the data: fit resolves it (recsys.training.auto)
 
 
 def _feature_file(path: Path, n_items: int = 40, extra: dict[str, list[str]] | None = None) -> Path:
@@ -114,6 +117,9 @@ def test_item_features_learn_the_planted_rule_and_round_trip(tmp_path: Path) -> 
     result = fit(cfg, data)
     assert result.derived["data.item_features.features"] == 5  # cat0..cat3 and all ("unseen": item 999)
     assert result.derived["data.item_features.items_listed_not_in_data"] == 1
+    # item_weight_decay: auto decays the items' own rows when they have features to lean on.
+    assert result.derived["train.optimizer.item_weight_decay"] == ITEM_DECAY_WITH_FEATURES
+    assert result.config.train.optimizer.item_weight_decay == ITEM_DECAY_WITH_FEATURES
     assert result.best_val[MONITOR] >= 0.9
     assert result.bundle_path is not None
     bundle = load_bundle(result.bundle_path)
