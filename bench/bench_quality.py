@@ -31,7 +31,13 @@ from typing import Any
 from common import ROOT, cpu_model, shared_data
 
 DATASETS: dict[str, dict[str, Any]] = {
-    "ml-1m": {"data.source.path": "ml-1m/ml-1m.txt", "data.source.format": "sasrec_txt"},
+    "ml-1m": {
+        "data.source.path": "ml-1m/ml-1m.txt",
+        "data.source.format": "sasrec_txt",
+        # The movies' genres from the official movies.dat, through the renumbering of ml-1m.txt.
+        "data.item_features.path": "ml-1m/movies.dat",
+        "data.item_features.id_map": "ml-1m/ml-1m.itemmap.tsv",
+    },
     "amazon-toys": {
         "data.source.path": "amazon-toys/Toys_and_Games.txt",
         "data.source.format": "sequence_per_line",
@@ -85,7 +91,7 @@ def build_config(args: argparse.Namespace, work: Path) -> Any:
     from recsys.config import load_config
 
     sets = dict(DATASETS[args.dataset])
-    for key in ("data.source.path", "data.item_features.path"):
+    for key in ("data.source.path", "data.item_features.path", "data.item_features.id_map"):
         if key in sets:
             path = Path(sets[key])
             sets[key] = str(path if path.is_absolute() else shared_data() / path)

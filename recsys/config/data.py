@@ -106,12 +106,26 @@ class ItemFeaturesConfig(_Section):
     path: Path | None = Field(
         None,
         description="Item side features (categories, brand, ...): a JSON object `{item: [feature, ...]}` "
-        "(the S3-Rec `item2attributes.json` layout) or a CSV/TSV/parquet table of (item, feature) rows; "
+        "(the S3-Rec `item2attributes.json` layout), a CSV/TSV/parquet table of (item, feature) rows, or "
+        "MovieLens `movies.dat` (genres); "
         "each item's features are embedded and their mean added to its embedding, where it is read and "
         "where it is scored. null: no features.",
     )
     item_column: str = Field("item_id", description="Item id column of a feature table.")
     feature_column: str = Field("feature", description="Feature column of a feature table.")
+    feature_separator: str | None = Field(
+        None,
+        min_length=1,
+        description="Split each value of a table's feature column on this string into several features "
+        '(`"|"` for the `genres` column of MovieLens `movies.csv`). A `.dat` file is read as MovieLens '
+        "`movies.dat` (`MovieID::Title::Genre|Genre`, latin-1): the genres are its features.",
+    )
+    id_map: Path | None = Field(
+        None,
+        description="A CSV/TSV with a header line mapping the log's item ids (first column) to the ids the "
+        "feature file uses (second column), for a log whose items were renumbered (ML-1M's "
+        "`ml-1m.itemmap.tsv` for `ml-1m.txt` and `movies.dat`). null: the file uses the log's ids.",
+    )
 
 
 class DataConfig(_Section):

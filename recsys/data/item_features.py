@@ -1,11 +1,16 @@
 """Item side features (categories, brand, ...): read, checked and indexed over an item vocabulary.
 
-Two layouts (``data.item_features.path``):
+Three layouts (``data.item_features.path``):
 
 - a JSON object ``{"item": [feature, ...], ...}``, the S3-Rec ``item2attributes.json`` layout (features are
   ids, numbers or strings);
 - a CSV/TSV/parquet table with one ``(item, feature)`` pair per row, in ``item_column`` and
-  ``feature_column`` (a CSV/TSV needs a header line).
+  ``feature_column`` (a CSV/TSV needs a header line); ``feature_separator`` splits a cell listing several
+  (MovieLens ``movies.csv``: ``genres`` split on ``|``);
+- MovieLens ``movies.dat`` (``MovieID::Title::Genre|Genre``), whose genres are the features.
+
+``id_map`` translates the file's item ids into the log's where the log was renumbered (ML-1M's
+``ml-1m.txt`` with ``ml-1m.itemmap.tsv``).
 
 Items are matched to the dataset's vocabulary by their original id (cast to the vocabulary's type); items
 the dataset does not have are ignored, and items without a listed feature simply have none. Features are
@@ -153,6 +158,82 @@ def _read_table(path: Path, cfg: ItemFeaturesConfig) -> pl.DataFrame:
     return frame
 
 
+def _read_movielens_dat(path: Path) -> pl.DataFrame:
+    """MovieLens ``movies.dat``: ``MovieID::Title::Genre|Genre`` per line (latin-1; titles are skipped)."""
+    items: list[str] = []
+    features: list[str] = []
+    expected = "MovieID::Title::Genre|Genre|... (MovieLens movies.dat)"
+    with path.open(encoding="latin-1") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            head, sep, rest = line.partition("::")
+            _title, sep2, genres = rest.rpartition("::")
+            if not (sep and sep2) or not head.strip():
+                raise SourceFormatError(
+                    f"{line[:60]!r} is not three '::'-separated fields",
+                    path=path,
+                    line=number,
+                    expected=expected,
+                )
+            for genre in genres.split("|"):
+                if genre.strip():
+                    items.append(head.strip())
+                    features.append(genre.strip())
+    return pl.DataFrame({_ITEM: items, _FEATURE: features}, schema={_ITEM: pl.String, _FEATURE: pl.String})
+
+
+def _split_features(pairs: pl.DataFrame, separator: str) -> pl.DataFrame:
+    """One row per feature: ``"A|B"`` becomes ``A`` and ``B`` (empty pieces are dropped)."""
+    return (
+        pairs.with_columns(pl.col(_FEATURE).str.split(separator))
+        .explode(_FEATURE)
+        .with_columns(pl.col(_FEATURE).str.strip_chars())
+        .filter(pl.col(_FEATURE).str.len_chars() > 0)
+    )
+
+
+def _map_ids(pairs: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Replace the feature file's item ids by the log's, through ``path`` (log id, file id; a header line)."""
+    if not path.is_file():
+        raise SourceNotFoundError("item id map not found (data.item_features.id_map)", path=path)
+    separator = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    expected = "a CSV/TSV with a header line: the log's item id, then the feature file's item id"
+    try:
+        table = pl.read_csv(path, separator=separator, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise SourceFormatError(
+            f"cannot be read: {str(exc).splitlines()[0]}", path=path, expected=expected
+        ) from None
+    if table.width < 2:
+        raise SourceFormatError(
+            f"has {table.width} column(s) ({table.columns}), expected two", path=path, expected=expected
+        )
+    log_column, file_column = table.columns[:2]
+    table = table.select(pl.col(log_column).alias("log"), pl.col(file_column).alias(_ITEM))
+    for name, column in (("log", log_column), (_ITEM, file_column)):
+        nulls = table[name].is_null()
+        if nulls.any():
+            row = int(nulls.arg_true()[0])
+            raise InvalidValueError("empty value", path=path, line=row + 2, column=column, expected="an id")
+    mapped = pairs.join(table, on=_ITEM, how="inner")
+    return mapped.select(pl.col("log").alias(_ITEM), _FEATURE)
+
+
+def _read_pairs(path: Path, cfg: ItemFeaturesConfig) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        pairs = _read_json(path)
+    elif suffix == ".dat":
+        pairs = _read_movielens_dat(path)
+    else:
+        pairs = _read_table(path, cfg)
+        if cfg.feature_separator is not None:
+            pairs = _split_features(pairs, cfg.feature_separator)
+    return pairs
+
+
 def read_item_features(cfg: ItemFeaturesConfig, items: Vocabulary) -> ItemFeatures | None:
     """Read ``cfg.path`` and index it over ``items`` (offset 1: PAD is row 0, MASK the last row).
 
@@ -166,8 +247,11 @@ def read_item_features(cfg: ItemFeaturesConfig, items: Vocabulary) -> ItemFeatur
         raise SourceNotFoundError("item feature file not found", path=path)
     if not path.is_file():
         raise NotAFileError("is a directory, expected a file of item features", path=path)
-    pairs = _read_json(path) if path.suffix.lower() == ".json" else _read_table(path, cfg)
-    found = index_item_features(pairs, items)
+    pairs = _read_pairs(path, cfg)
+    listed = pairs[_ITEM].n_unique()
+    if cfg.id_map is not None:
+        pairs = _map_ids(pairs, Path(cfg.id_map))
+    found = index_item_features(pairs, items, listed=listed)
     if found.items_matched == 0 and found.items_listed > 0:
         examples = pairs[_ITEM].unique(maintain_order=True).head(3).to_list()
         raise InvalidValueError(
@@ -180,9 +264,12 @@ def read_item_features(cfg: ItemFeaturesConfig, items: Vocabulary) -> ItemFeatur
     return found
 
 
-def index_item_features(pairs: pl.DataFrame, items: Vocabulary) -> ItemFeatures:
-    """``pairs`` (``item``, ``feature`` string columns) -> CSR over ``items``' vocabulary rows."""
-    listed = pairs[_ITEM].n_unique()
+def index_item_features(pairs: pl.DataFrame, items: Vocabulary, *, listed: int | None = None) -> ItemFeatures:
+    """``pairs`` (``item``, ``feature`` string columns) -> CSR over ``items``' vocabulary rows.
+
+    ``listed``: how many items the file listed, where ``pairs`` lost some on the way (an id map).
+    """
+    listed = pairs[_ITEM].n_unique() if listed is None else listed
     rows = items.lookup(pairs[_ITEM])
     matched = pl.DataFrame({_ITEM: rows, _FEATURE: pairs[_FEATURE]}).filter(pl.col(_ITEM) >= 0)
     codes, feature_ids = dense_codes(matched[_FEATURE])

@@ -97,3 +97,65 @@ def test_bad_tables_are_located(tmp_path: Path) -> None:
         read_item_features(ItemFeaturesConfig(path=tmp_path / "missing.json"), ITEMS)
     with pytest.raises(NotAFileError, match="is a directory"):
         read_item_features(ItemFeaturesConfig(path=tmp_path), ITEMS)
+
+
+def test_movielens_dat_through_an_id_map(tmp_path: Path) -> None:
+    # The log renumbered MovieLens ids 1, 2, 5 as 10, 20, 30 (ML-1M's ml-1m.txt and ml-1m.itemmap.tsv).
+    movies = tmp_path / "movies.dat"
+    movies.write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n"
+        "2::Jumanji: The Game (1995)::Adventure\n"
+        "5::Caf\xe9 (1995)::Comedy\n"
+        "9::Not In The Log (1999)::Drama\n".encode("latin-1")
+    )
+    id_map = tmp_path / "itemmap.tsv"
+    id_map.write_text("new_item_id\tMovieID\n10\t1\n20\t2\n30\t5\n", encoding="utf-8")
+    found = read_item_features(ItemFeaturesConfig(path=movies, id_map=id_map), ITEMS)
+    assert found is not None
+    assert [_rows(found, r) for r in range(1, 4)] == [
+        ["Animation", "Children's", "Comedy"],
+        ["Adventure"],  # a '::' inside the title does not split it
+        ["Comedy"],
+    ]
+    assert found.summary()["items_listed_not_in_data"] == 1  # movie 9 is not mapped
+    assert found.features.ids.to_list() == ["Adventure", "Animation", "Children's", "Comedy"]
+
+
+def test_a_table_cell_listing_several_features_is_split(tmp_path: Path) -> None:
+    path = tmp_path / "movies.csv"
+    path.write_text('movieId,title,genres\n10,"A, The (1990)",Drama|Comedy\n20,B (1991),Comedy|\n', "utf-8")
+    cfg = ItemFeaturesConfig(path=path, item_column="movieId", feature_column="genres", feature_separator="|")
+    found = read_item_features(cfg, ITEMS)
+    assert found is not None
+    assert [_rows(found, r) for r in range(1, 4)] == [["Comedy", "Drama"], ["Comedy"], []]
+
+
+@pytest.mark.parametrize(
+    ("movies", "id_map", "error", "message"),
+    [
+        (
+            "10::A (1990)::Drama\n20|B (1991)|Comedy\n",
+            None,
+            SourceFormatError,
+            r"movies\.dat, line 2: '20\|B ",
+        ),
+        ("10::A::Drama\n", "", SourceNotFoundError, r"itemmap\.csv: item id map not found"),
+        ("10::A::Drama\n", "new_item_id\n10\n", SourceFormatError, r"itemmap\.csv: has 1 column\(s\)"),
+        (
+            "10::A::Drama\n",
+            "new_item_id,MovieID\n10,10\n20,\n",
+            InvalidValueError,
+            r"itemmap\.csv, line 3, column 'MovieID': empty value",
+        ),
+    ],
+)
+def test_bad_movielens_files_and_id_maps_are_located(
+    tmp_path: Path, movies: str, id_map: str | None, error: type, message: str
+) -> None:
+    path = tmp_path / "movies.dat"
+    path.write_text(movies, encoding="latin-1")
+    map_path = None if id_map is None else tmp_path / "itemmap.csv"
+    if id_map:  # "" names a map that is not there
+        (tmp_path / "itemmap.csv").write_text(id_map, encoding="utf-8")
+    with pytest.raises(error, match=message):
+        read_item_features(ItemFeaturesConfig(path=path, id_map=map_path), ITEMS)
