@@ -41,6 +41,11 @@ def test_overrides_parse_yaml_scalars() -> None:
     assert cfg.eval.ks == [5, 10]
     assert cfg.loss.kind == "gbce"
     assert load_config(None, ["runtime.precision=32"]).runtime.precision == "32"
+    # A lone "|" is a YAML block-scalar indicator (an empty string): as a value it means itself.
+    assert (
+        load_config(None, ["data.item_features.feature_separator=|"]).data.item_features.feature_separator
+        == "|"
+    )
 
 
 def test_cross_field_validation() -> None:

@@ -21,8 +21,17 @@ __all__ = ["apply_overrides", "config_file", "flatten", "load_config", "to_yaml"
 _FILES: dict[int, Path] = {}
 
 
+_BLOCK_INDICATORS = frozenset(a + b for a in "|>" for b in ("", "-", "+"))
+
+
 def _parse_scalar(text: str) -> Any:
-    """Parse an override value as YAML so that ``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]`` work."""
+    """Parse an override value as YAML so that ``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]`` work.
+
+    A lone block-scalar indicator (``|``, ``>``) would parse as an empty string: it stays itself, so that
+    ``feature_separator=|`` means ``"|"``.
+    """
+    if text.strip() in _BLOCK_INDICATORS:
+        return text.strip()
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
