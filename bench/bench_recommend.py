@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 ML1M_BAR_S = 2.0
@@ -137,6 +139,7 @@ def bench_ml1m(args: argparse.Namespace) -> dict[str, Any]:
             "k": 10,
             "batch_size": args.batch_size,
             "threads": torch.get_num_threads(),
+            "cpu": cpu_model(),
             "wall_s_min": round(best, 3),
             "wall_s_median": round(statistics.median(walls), 3),
             "cpu_s_min": round(min(cpus), 3),
@@ -251,6 +254,7 @@ def large_worker(args: argparse.Namespace) -> dict[str, Any]:
         "k": 10,
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
         "rows": manifest["rows"],
         "parts": len(manifest["parts"]),
         "seconds": round(seconds, 1),

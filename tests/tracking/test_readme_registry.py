@@ -39,6 +39,7 @@ def _run(code: str) -> Any:
 def test_readme_registry_snippet_works_after_the_demo(local_store: Path) -> None:
     sets = {
         "data.source.path": str(ROOT / "data" / "ml-latest-small" / "ratings.csv"),
+        "data.item_features.path": str(ROOT / "data" / "ml-latest-small" / "movies.csv"),
         "data.output_dir": str(local_store / "prepared" / "demo"),
         "train.output_dir": str(local_store / "runs" / "demo"),
         "train.max_epochs": 1,
